@@ -1,0 +1,1 @@
+../../sshvfs/follow/shell/sshvfs.bash

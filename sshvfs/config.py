@@ -1,0 +1,275 @@
+"""Mount configuration: the remote target and the ``-o`` options, parsed and validated.
+
+Options use sshfs's spellings where the meaning matches. Every option is declared once in
+:data:`OPTIONS` (name, kind, default, help); an unknown name is a :class:`UserError` that
+lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    user: str | None = None
+    #: remote directory as given ('' = the login directory)
+    path: bytes = b""
+
+    def __str__(self) -> str:
+        user = f"{self.user}@" if self.user else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{user}{host}:{os.fsdecode(self.path)}"
+
+
+_TARGET = re.compile(
+    r"^(?:(?P<user>[^@/]+)@)?(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:/\[\]]+)):(?P<path>.*)$", re.S
+)
+
+
+def parse_target(spec: str) -> Target:
+    """``[user@]host:[path]`` (an IPv6 host in brackets)."""
+    m = _TARGET.match(spec)
+    if not m:
+        raise UserError(f"bad remote '{spec}': expected [user@]host:[path]", 2)
+    host = m.group("v6") or m.group("host")
+    return Target(host=host, user=m.group("user"), path=os.fsencode(m.group("path")))
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    kind: str  # flag | int | float | str | choice | path
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    attr: str = ""  # MountOptions field; defaults to the lower-cased name
+
+    @property
+    def field_name(self) -> str:
+        return self.attr or self.name.lower()
+
+
+OPTIONS: dict[str, Option] = {
+    o.name: o
+    for o in [
+        Option("port", "int", None, "SSH port (as -p)"),
+        Option("Port", "int", None, "ssh_config spelling of port", attr="port"),
+        Option("User", "str", None, "remote login name", attr="user"),
+        Option(
+            "IdentityFile", "path", None, "private key file (repeatable)", attr="identity_files"
+        ),
+        Option(
+            "StrictHostKeyChecking",
+            "choice",
+            "yes",
+            "host key policy",
+            ("yes", "no", "accept-new", "ask"),
+            attr="strict_host_key_checking",
+        ),
+        Option("UserKnownHostsFile", "path", None, "known_hosts file", attr="known_hosts"),
+        Option("ssh_config", "path", None, "ssh_config file (as -F)", attr="ssh_config"),
+        Option(
+            "Ciphers",
+            "str",
+            None,
+            "cipher list, comma-separated (default prefers AES-GCM)",
+            attr="ciphers",
+        ),
+        Option("Compression", "choice", "no", "SSH compression", ("yes", "no"), attr="compression"),
+        Option(
+            "ConnectTimeout",
+            "float",
+            15.0,
+            "seconds to wait for the SSH connection",
+            attr="connect_timeout",
+        ),
+        Option(
+            "ServerAliveInterval",
+            "float",
+            15.0,
+            "keepalive interval in seconds (0 = off)",
+            attr="server_alive_interval",
+        ),
+        Option(
+            "ServerAliveCountMax",
+            "int",
+            3,
+            "keepalives missed before giving up",
+            attr="server_alive_count_max",
+        ),
+        Option("ProxyJump", "str", None, "jump host(s), as in ssh_config", attr="proxy_jump"),
+        Option("allow_other", "flag", False, "let other users access the mount"),
+        Option("allow_root", "flag", False, "let root access the mount"),
+        Option("default_permissions", "flag", False, "let the kernel check permissions"),
+        Option("ro", "flag", False, "mount read-only"),
+        Option("rw", "flag", False, "mount read-write (the default)"),
+        Option("noatime", "flag", False, "do not update access times"),
+        Option("auto_unmount", "flag", True, "unmount when the daemon exits"),
+        Option("fsname", "str", None, "filesystem name shown by mount/df"),
+        Option("subtype", "str", "sshvfs", "filesystem subtype shown by mount"),
+        Option("max_read", "int", None, "largest read the kernel sends, in bytes"),
+        Option("cache", "choice", "yes", "cache attributes and listings", ("yes", "no")),
+        Option("cache_timeout", "float", 30.0, "default for every cache timeout, seconds"),
+        Option("attr_timeout", "float", None, "attribute cache timeout (default cache_timeout)"),
+        Option("dir_cache_timeout", "float", None, "listing cache timeout (default cache_timeout)"),
+        Option("entry_timeout", "float", None, "kernel name cache timeout (default attr_timeout)"),
+        Option("cache_max_entries", "int", 1_000_000, "largest number of cached entries"),
+        Option("logfile", "path", None, "write the log to this file"),
+    ]
+}
+
+#: options that mount(8)/fstab pass along and that mean nothing to us
+IGNORED = frozenset(
+    {
+        "defaults",
+        "_netdev",
+        "noauto",
+        "auto",
+        "nofail",
+        "user",
+        "users",
+        "nouser",
+        "dev",
+        "nodev",
+        "suid",
+        "nosuid",
+        "exec",
+        "noexec",
+        "async",
+        "sync",
+        "relatime",
+        "atime",
+        "transform_symlinks",
+        "big_writes",
+        "kernel_cache",
+        "auto_cache",
+    }
+)
+
+
+@dataclass
+class MountOptions:
+    port: int | None = None
+    user: str | None = None
+    identity_files: list[str] = field(default_factory=list)
+    strict_host_key_checking: str = "yes"
+    known_hosts: str | None = None
+    ssh_config: str | None = None
+    ciphers: str | None = None
+    compression: str = "no"
+    connect_timeout: float = 15.0
+    server_alive_interval: float = 15.0
+    server_alive_count_max: int = 3
+    proxy_jump: str | None = None
+    allow_other: bool = False
+    allow_root: bool = False
+    default_permissions: bool = False
+    ro: bool = False
+    rw: bool = False
+    noatime: bool = False
+    auto_unmount: bool = True
+    fsname: str | None = None
+    subtype: str = "sshvfs"
+    max_read: int | None = None
+    cache: str = "yes"
+    cache_timeout: float = 30.0
+    attr_timeout: float | None = None
+    dir_cache_timeout: float | None = None
+    entry_timeout: float | None = None
+    cache_max_entries: int = 1_000_000
+    logfile: str | None = None
+
+    @property
+    def attr_ttl(self) -> float:
+        return self.attr_timeout if self.attr_timeout is not None else self.cache_timeout
+
+    @property
+    def dir_ttl(self) -> float:
+        return self.dir_cache_timeout if self.dir_cache_timeout is not None else self.cache_timeout
+
+    @property
+    def entry_ttl(self) -> float:
+        return self.entry_timeout if self.entry_timeout is not None else self.attr_ttl
+
+    @property
+    def caching(self) -> bool:
+        return self.cache == "yes"
+
+
+def _convert(opt: Option, raw: str | None) -> Any:
+    if opt.kind == "flag":
+        if raw is None:
+            return True
+        if raw.lower() in ("yes", "true", "1", "on"):
+            return True
+        if raw.lower() in ("no", "false", "0", "off"):
+            return False
+        raise UserError(f"option {opt.name} takes no value or yes/no, not '{raw}'", 2)
+    if raw is None or raw == "":
+        raise UserError(f"option {opt.name} needs a value ({opt.name}=...)", 2)
+    try:
+        if opt.kind == "int":
+            value: Any = int(raw, 0)
+            if value < 0:
+                raise ValueError
+            return value
+        if opt.kind == "float":
+            value = float(raw)
+            if not value >= 0:  # also rejects nan
+                raise ValueError
+            return value
+    except ValueError:
+        raise UserError(f"option {opt.name}: '{raw}' is not a non-negative number", 2) from None
+    if opt.kind == "choice" and raw not in opt.choices:
+        raise UserError(f"option {opt.name}: '{raw}' is not one of {', '.join(opt.choices)}", 2)
+    if opt.kind == "path":
+        return os.path.expanduser(raw)
+    return raw
+
+
+def split_option_string(text: str) -> list[str]:
+    """``a,b=c,d`` -> ``['a', 'b=c', 'd']`` (a backslash escapes a comma)."""
+    items, cur, i = [], [], 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            cur.append(text[i + 1])
+            i += 2
+            continue
+        if ch == ",":
+            items.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+        i += 1
+    items.append("".join(cur))
+    return [s.strip() for s in items if s.strip()]
+
+
+def valid_names() -> str:
+    return ", ".join(sorted(OPTIONS, key=str.lower))
+
+
+def apply_options(opts: MountOptions, option_strings: list[str]) -> MountOptions:
+    """Apply each ``-o`` argument (comma lists allowed) onto ``opts``."""
+    for text in option_strings:
+        for item in split_option_string(text):
+            name, eq, raw = item.partition("=")
+            if name in IGNORED or name.startswith("x-systemd.") or name.startswith("comment="):
+                continue
+            opt = OPTIONS.get(name)
+            if opt is None:
+                raise UserError(f"unknown option '{name}'; valid options: {valid_names()}", 2)
+            value = _convert(opt, raw if eq else None)
+            if opt.field_name == "identity_files":
+                opts.identity_files.append(value)
+            else:
+                setattr(opts, opt.field_name, value)
+    return opts

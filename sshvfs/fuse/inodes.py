@@ -1,0 +1,151 @@
+"""The inode table: kernel inode numbers <-> mount paths, with lookup counts.
+
+Nodes form a tree (parent pointer + name), so a rename moves a whole subtree in O(1) and a
+path is rebuilt by walking up. A node lives while the kernel holds lookups on it, a handle
+is open on it, or it still has live children; ``forget`` releases it.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+
+import pyfuse3
+
+from ..errors import fs_error
+
+log = logging.getLogger(__name__)
+
+ROOT_INODE = int(pyfuse3.ROOT_INODE)
+#: inode numbers below this are reserved for the control directory
+FIRST_DYNAMIC_INODE = 100
+
+
+class Node:
+    __slots__ = ("ino", "parent", "name", "lookups", "opens", "children")
+
+    def __init__(self, ino: int, parent: Node | None, name: bytes) -> None:
+        self.ino = ino
+        self.parent = parent
+        self.name = name
+        self.lookups = 0
+        self.opens = 0
+        self.children: dict[bytes, Node] = {}
+
+    @property
+    def attached(self) -> bool:
+        """False once unlinked or replaced: the node no longer names a path."""
+        node: Node | None = self
+        while node is not None and node.ino != ROOT_INODE:
+            parent = node.parent
+            if parent is None or parent.children.get(node.name) is not node:
+                return False
+            node = parent
+        return True
+
+    def path(self) -> bytes:
+        parts: list[bytes] = []
+        node: Node | None = self
+        while node is not None and node.ino != ROOT_INODE:
+            parts.append(node.name)
+            node = node.parent
+        return b"/" + b"/".join(reversed(parts))
+
+
+class InodeTable:
+    def __init__(self) -> None:
+        self.root = Node(ROOT_INODE, None, b"")
+        self.root.lookups = 1  # the kernel never forgets the root
+        self._by_ino: dict[int, Node] = {ROOT_INODE: self.root}
+        self._next = FIRST_DYNAMIC_INODE
+
+    def __len__(self) -> int:
+        return len(self._by_ino)
+
+    def get(self, ino: int) -> Node:
+        node = self._by_ino.get(ino)
+        if node is None:
+            # the kernel asked about an inode it forgot: a stale handle
+            raise fs_error(errno.ESTALE, detail=f"unknown inode {ino}")
+        return node
+
+    def path(self, ino: int) -> bytes:
+        node = self.get(ino)
+        if not node.attached:
+            raise fs_error(errno.ENOENT, node.path(), "file was removed")
+        return node.path()
+
+    def child(self, parent_ino: int, name: bytes) -> Node | None:
+        return self.get(parent_ino).children.get(name)
+
+    def ensure(self, parent_ino: int, name: bytes) -> Node:
+        """The node for ``parent/name``, created (with zero lookups) if missing."""
+        parent = self.get(parent_ino)
+        node = parent.children.get(name)
+        if node is None:
+            node = Node(self._next, parent, name)
+            self._next += 1
+            parent.children[name] = node
+            self._by_ino[node.ino] = node
+        return node
+
+    def lookup(self, parent_ino: int, name: bytes) -> Node:
+        """Like ``ensure`` and count one kernel lookup."""
+        node = self.ensure(parent_ino, name)
+        node.lookups += 1
+        return node
+
+    def discard_if_unused(self, node: Node) -> None:
+        """Drop a node nobody references (e.g. a readdir entry the kernel did not take)."""
+        self._maybe_release(node)
+
+    def forget(self, ino: int, count: int) -> None:
+        node = self._by_ino.get(ino)
+        if node is None or ino == ROOT_INODE:
+            return
+        node.lookups = max(0, node.lookups - count)
+        self._maybe_release(node)
+
+    def opened(self, node: Node) -> None:
+        node.opens += 1
+
+    def closed(self, node: Node) -> None:
+        node.opens = max(0, node.opens - 1)
+        self._maybe_release(node)
+
+    def remove(self, parent_ino: int, name: bytes) -> Node | None:
+        """Detach ``parent/name`` after an unlink/rmdir; the inode lives until forgotten."""
+        parent = self._by_ino.get(parent_ino)
+        if parent is None:
+            return None
+        node = parent.children.pop(name, None)
+        if node is not None:
+            self._maybe_release(node)
+        if parent is not None:
+            self._maybe_release(parent)
+        return node
+
+    def rename(self, old_parent: int, old_name: bytes, new_parent: int, new_name: bytes) -> None:
+        src_dir = self.get(old_parent)
+        dst_dir = self.get(new_parent)
+        node = src_dir.children.pop(old_name, None)
+        replaced = dst_dir.children.pop(new_name, None)
+        if node is not None:
+            node.parent = dst_dir
+            node.name = new_name
+            dst_dir.children[new_name] = node
+        if replaced is not None and replaced is not node:
+            self._maybe_release(replaced)
+        self._maybe_release(src_dir)
+
+    def _maybe_release(self, node: Node) -> None:
+        while (
+            node.ino != ROOT_INODE and node.lookups == 0 and node.opens == 0 and not node.children
+        ):
+            self._by_ino.pop(node.ino, None)
+            parent = node.parent
+            if parent is None:
+                return
+            if parent.children.get(node.name) is node:
+                del parent.children[node.name]
+            node = parent

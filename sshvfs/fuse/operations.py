@@ -1,0 +1,415 @@
+"""The pyfuse3 Operations: kernel requests onto the VFS Protocol.
+
+This is the only module that knows inodes, handles and ``EntryAttributes``. Every handler
+goes through :func:`guard`: an ``OSError`` becomes ``FUSEError(errno)``, anything else is
+logged with its traceback and becomes EIO, because any other exception would end
+``pyfuse3.main()`` and with it the mount.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat as _stat
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import pyfuse3
+import trio
+
+from ..vfs.types import VFS, Attrs, Entry, VFSFile, join
+from .inodes import InodeTable, Node
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+S = TypeVar("S")
+
+#: what stat(2) reports as the preferred I/O size: large, so cp and friends use big buffers
+BLKSIZE = 128 * 1024
+NAME_MAX = 255
+
+
+def guard(
+    fn: Callable[Concatenate[S, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[S, P], Coroutine[Any, Any, R]]:
+    @functools.wraps(fn)
+    async def wrapper(self: S, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(self, *args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except OSError as exc:
+            code = exc.errno or errno.EIO
+            if code not in (errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY):
+                log.debug("%s: %s", fn.__name__, exc)
+            raise pyfuse3.FUSEError(code) from exc
+        except trio.Cancelled:
+            raise
+        except Exception:
+            log.exception("internal error in %s", fn.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper  # type: ignore[return-value]  # functools.wraps loses the ParamSpec
+
+
+@dataclass
+class Timeouts:
+    """How long the kernel may trust what we tell it (seconds)."""
+
+    entry: float = 1.0
+    attr: float = 1.0
+    negative: float = 0.0
+
+
+@dataclass
+class OpenFile:
+    node: Node
+    file: VFSFile
+    writable: bool
+
+
+class Operations(pyfuse3.Operations):
+    enable_writeback_cache = False
+
+    def __init__(self, vfs: VFS, timeouts: Timeouts | None = None) -> None:
+        super().__init__()
+        self.vfs = vfs
+        self.timeouts = timeouts or Timeouts()
+        self.inodes = InodeTable()
+        self._files: dict[int, OpenFile] = {}
+        self._dirs: dict[int, list[Entry]] = {}
+        self._dir_nodes: dict[int, int] = {}
+        self._next_fh = 1
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _fh(self) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        return fh
+
+    def entry(self, ino: int, a: Attrs) -> pyfuse3.EntryAttributes:
+        e = pyfuse3.EntryAttributes()
+        e.st_ino = pyfuse3.InodeT(ino)
+        e.generation = 0
+        e.entry_timeout = self.timeouts.entry
+        e.attr_timeout = self.timeouts.attr
+        e.st_mode = pyfuse3.ModeT(a.mode)
+        e.st_nlink = a.nlink
+        e.st_uid = a.uid
+        e.st_gid = a.gid
+        e.st_rdev = 0
+        e.st_size = a.size
+        e.st_blksize = BLKSIZE
+        e.st_blocks = (a.size + 511) // 512
+        e.st_atime_ns = a.atime_ns
+        e.st_mtime_ns = a.mtime_ns
+        e.st_ctime_ns = a.mtime_ns  # SFTP has no ctime; mtime is the closest truth
+        return e
+
+    def _path(self, ino: int) -> bytes:
+        return self.inodes.path(ino)
+
+    def _child_path(self, parent_ino: int, name: bytes) -> bytes:
+        if b"/" in name or name in (b"", b".", b".."):
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        if len(name) > NAME_MAX:
+            # the server would say BAD_MESSAGE (EINVAL); POSIX callers expect this
+            raise pyfuse3.FUSEError(errno.ENAMETOOLONG)
+        return join(self._path(parent_ino), name)
+
+    async def _new_entry(
+        self, parent_ino: int, name: bytes, path: bytes
+    ) -> pyfuse3.EntryAttributes:
+        attrs = await self.vfs.lstat(path)
+        node = self.inodes.lookup(parent_ino, name)
+        return self.entry(node.ino, attrs)
+
+    # -- lookups and attributes --------------------------------------------------------
+
+    @guard
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext | None = None
+    ) -> pyfuse3.EntryAttributes:
+        if name == b".":
+            return await self.getattr(parent_inode)
+        if name == b"..":
+            node = self.inodes.get(parent_inode)
+            parent = node.parent or node
+            parent.lookups += 1
+            return self.entry(parent.ino, await self.vfs.lstat(parent.path()))
+        return await self._new_entry(parent_inode, name, self._child_path(parent_inode, name))
+
+    @guard
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        for ino, count in inode_list:
+            self.inodes.forget(ino, count)
+
+    @guard
+    async def getattr(
+        self, inode: int, ctx: pyfuse3.RequestContext | None = None
+    ) -> pyfuse3.EntryAttributes:
+        node = self.inodes.get(inode)
+        if not node.attached:
+            for of in self._files.values():  # unlinked but open: ask the handle
+                if of.node is node:
+                    return self.entry(inode, await of.file.fstat())
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return self.entry(inode, await self.vfs.lstat(node.path()))
+
+    @guard
+    async def setattr(
+        self,
+        inode: int,
+        attr: pyfuse3.EntryAttributes,
+        fields: pyfuse3.SetattrFields,
+        fh: int | None,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        path = self._path(inode)
+        of = self._files.get(fh) if fh is not None else None
+        if fields.update_size:
+            if of is not None and of.writable:
+                await of.file.truncate(attr.st_size)
+            else:
+                await self.vfs.truncate(path, attr.st_size)
+        if fields.update_mode:
+            await self.vfs.chmod(path, attr.st_mode & 0o7777)
+        if fields.update_uid or fields.update_gid:
+            await self.vfs.chown(
+                path,
+                attr.st_uid if fields.update_uid else -1,
+                attr.st_gid if fields.update_gid else -1,
+            )
+        if fields.update_atime or fields.update_mtime:
+            current = await self.vfs.lstat(path)
+            await self.vfs.utimens(
+                path,
+                attr.st_atime_ns if fields.update_atime else current.atime_ns,
+                attr.st_mtime_ns if fields.update_mtime else current.mtime_ns,
+            )
+        return self.entry(inode, await self.vfs.lstat(path))
+
+    @guard
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        return await self.vfs.readlink(self._path(inode))
+
+    @guard
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        s = await self.vfs.statfs(b"/")
+        out = pyfuse3.StatvfsData()
+        out.f_bsize = s.block_size
+        out.f_frsize = s.fragment_size
+        out.f_blocks = s.blocks
+        out.f_bfree = s.blocks_free
+        out.f_bavail = s.blocks_available
+        out.f_files = s.files
+        out.f_ffree = s.files_free
+        out.f_favail = s.files_available
+        out.f_namemax = s.name_max
+        return out
+
+    @guard
+    async def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:
+        return True  # the server enforces permissions on every operation
+
+    # -- extended attributes: none, and answered without a round trip ---------------------
+
+    @guard
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        raise pyfuse3.FUSEError(errno.ENOTSUP)
+
+    @guard
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
+        return []
+
+    @guard
+    async def setxattr(
+        self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
+    ) -> None:
+        raise pyfuse3.FUSEError(errno.ENOTSUP)
+
+    @guard
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        raise pyfuse3.FUSEError(errno.ENOTSUP)
+
+    # -- directories ---------------------------------------------------------------------
+
+    @guard
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        entries = await self.vfs.readdir(self._path(inode))
+        fh = self._fh()
+        self._dirs[fh] = entries
+        self.inodes.opened(self.inodes.get(inode))
+        self._dir_nodes[fh] = inode
+        return fh
+
+    @guard
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        entries = self._dirs.get(fh)
+        if entries is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        parent_ino = self._dir_nodes[fh]
+        for index in range(start_id, len(entries)):
+            item = entries[index]
+            node = self.inodes.ensure(parent_ino, item.name)
+            if not pyfuse3.readdir_reply(
+                token, item.name, self.entry(node.ino, item.attrs), index + 1
+            ):
+                self.inodes.discard_if_unused(node)
+                return
+            node.lookups += 1  # readdirplus: every delivered entry is a lookup
+
+    @guard
+    async def releasedir(self, fh: int) -> None:
+        self._dirs.pop(fh, None)
+        ino = self._dir_nodes.pop(fh, None)
+        if ino is not None:
+            self.inodes.closed(self.inodes.get(ino))
+
+    @guard
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        return None
+
+    @guard
+    async def mkdir(
+        self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        path = self._child_path(parent_inode, name)
+        await self.vfs.mkdir(path, mode & 0o7777)
+        return await self._new_entry(parent_inode, name, path)
+
+    @guard
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await self.vfs.rmdir(self._child_path(parent_inode, name))
+        self.inodes.remove(parent_inode, name)
+
+    @guard
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await self.vfs.unlink(self._child_path(parent_inode, name))
+        self.inodes.remove(parent_inode, name)
+
+    @guard
+    async def rename(
+        self,
+        parent_inode_old: int,
+        name_old: bytes,
+        parent_inode_new: int,
+        name_new: bytes,
+        flags: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> None:
+        old = self._child_path(parent_inode_old, name_old)
+        new = self._child_path(parent_inode_new, name_new)
+        if flags & pyfuse3.RENAME_EXCHANGE:
+            raise pyfuse3.FUSEError(errno.EINVAL)  # SFTP cannot swap two names atomically
+        if flags & pyfuse3.RENAME_NOREPLACE:
+            try:
+                await self.vfs.lstat(new)
+            except FileNotFoundError:
+                pass
+            else:
+                raise pyfuse3.FUSEError(errno.EEXIST)
+        await self.vfs.rename(old, new)
+        self.inodes.rename(parent_inode_old, name_old, parent_inode_new, name_new)
+
+    @guard
+    async def symlink(
+        self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        path = self._child_path(parent_inode, name)
+        await self.vfs.symlink(target, path)
+        return await self._new_entry(parent_inode, name, path)
+
+    @guard
+    async def link(
+        self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        path = self._child_path(new_parent_inode, new_name)
+        await self.vfs.link(self._path(inode), path)
+        return await self._new_entry(new_parent_inode, new_name, path)
+
+    @guard
+    async def mknod(
+        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        if not _stat.S_ISREG(mode):
+            raise pyfuse3.FUSEError(errno.EPERM)  # SFTP can create only files, dirs, links
+        path = self._child_path(parent_inode, name)
+        f = await self.vfs.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode & 0o7777)
+        await f.close()
+        return await self._new_entry(parent_inode, name, path)
+
+    # -- files ---------------------------------------------------------------------------
+
+    def _register(self, node: Node, file: VFSFile, flags: int) -> pyfuse3.FileInfo:
+        fh = self._fh()
+        self._files[fh] = OpenFile(node, file, flags & os.O_ACCMODE != os.O_RDONLY)
+        self.inodes.opened(node)
+        return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=False)
+
+    @guard
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        node = self.inodes.get(inode)
+        file = await self.vfs.open(self._path(inode), flags & ~os.O_CREAT)
+        return self._register(node, file, flags)
+
+    @guard
+    async def create(
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        path = self._child_path(parent_inode, name)
+        file = await self.vfs.open(path, flags | os.O_CREAT, mode & 0o7777)
+        try:
+            attrs = await file.fstat()
+        except BaseException:
+            await file.close()
+            raise
+        node = self.inodes.lookup(parent_inode, name)
+        info = self._register(node, file, flags)
+        return info, self.entry(node.ino, attrs)
+
+    def _file(self, fh: int) -> OpenFile:
+        of = self._files.get(fh)
+        if of is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        return of
+
+    @guard
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return await self._file(fh).file.read(off, size)
+
+    @guard
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        return await self._file(fh).file.write(off, bytes(buf))
+
+    @guard
+    async def flush(self, fh: int) -> None:
+        return None
+
+    @guard
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        await self._file(fh).file.fsync()
+
+    @guard
+    async def release(self, fh: int) -> None:
+        of = self._files.pop(fh, None)
+        if of is None:
+            return
+        try:
+            await of.file.close()
+        finally:
+            self.inodes.closed(of.node)
+
+    async def close(self) -> None:
+        """Close every handle still open (unmount)."""
+        for fh in list(self._files):
+            try:
+                await self.release(fh)
+            except pyfuse3.FUSEError:
+                pass

@@ -1,0 +1,142 @@
+"""Run one mount: connect, build the VFS stack, serve FUSE until unmounted or signalled."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pyfuse3
+import trio
+
+from .config import MountOptions, Target
+from .errors import UserError
+from .fuse.operations import Operations, Timeouts
+from .ssh.bridge import Bridge
+from .ssh.connection import Connection, connect
+from .vfs.sftp import SftpVFS
+
+log = logging.getLogger(__name__)
+
+
+def check_mountpoint(mountpoint: str) -> str:
+    path = os.path.abspath(mountpoint)
+    if not os.path.exists(path):
+        raise UserError(f"mountpoint {mountpoint} does not exist", 2)
+    if not os.path.isdir(path):
+        raise UserError(f"mountpoint {mountpoint} is not a directory", 2)
+    if os.path.ismount(path) and _is_fuse(path):
+        raise UserError(f"{mountpoint} is already a mount point; unmount it first", 2)
+    return path
+
+
+def _is_fuse(path: str) -> bool:
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 4 and fields[4] == path:
+                    return True
+    except OSError:
+        return True
+    return False
+
+
+def fuse_options(target: Target, opts: MountOptions) -> set[str]:
+    out = {f"fsname={opts.fsname or str(target)}", f"subtype={opts.subtype}"}
+    for flag in ("allow_other", "allow_root", "default_permissions", "ro", "noatime"):
+        if getattr(opts, flag):
+            out.add(flag)
+    if opts.auto_unmount:
+        out.add("auto_unmount")
+    if opts.max_read:
+        out.add(f"max_read={opts.max_read}")
+    return out
+
+
+@dataclass
+class Mount:
+    """A prepared mount; :meth:`serve` blocks until it ends."""
+
+    target: Target
+    mountpoint: str
+    opts: MountOptions
+    bridge: Bridge = field(default_factory=Bridge)
+    connection: Connection | None = None
+    #: run in the asyncio thread after connecting (the demo's endpoint set-up uses it)
+    on_ready: Callable[[], None] | None = None
+
+    def connect(self) -> None:
+        self.bridge.start()
+        timeout = (self.opts.connect_timeout or 60) + 30
+        self.connection = self.bridge.call(connect(self.target, self.opts), timeout)
+
+    def build_operations(self) -> Operations:
+        assert self.connection is not None
+        vfs = SftpVFS(self.bridge, self.connection.sftp, self.connection.root)
+        timeouts = Timeouts(entry=1.0, attr=1.0)
+        return Operations(vfs, timeouts)
+
+    def serve(self) -> None:
+        """Mount, call ``on_ready``, serve until unmounted or signalled, then unmount.
+
+        The connection stays open: the caller ends it with :meth:`shutdown`."""
+        ops = self.build_operations()
+        try:
+            pyfuse3.init(ops, self.mountpoint, fuse_options(self.target, self.opts))
+        except RuntimeError as exc:
+            raise UserError(f"cannot mount on {self.mountpoint}: {exc}") from exc
+        log.info("mounted %s on %s", self.target, self.mountpoint)
+        try:
+            if self.on_ready is not None:
+                self.on_ready()
+            trio.run(self._main, ops)
+        finally:
+            try:
+                pyfuse3.close(unmount=True)
+            except Exception:  # already unmounted by fusermount -u
+                log.debug("pyfuse3.close failed", exc_info=True)
+        log.info("unmounted %s", self.mountpoint)
+
+    async def _main(self, ops: Operations) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_signals, nursery)
+            await pyfuse3.main()
+            nursery.cancel_scope.cancel()
+        with trio.move_on_after(10):
+            await ops.close()
+
+    async def _watch_signals(self, nursery: trio.Nursery) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                log.info("signal %d: unmounting", signum)
+                pyfuse3.terminate()
+                return
+
+    def shutdown(self) -> None:
+        if self.connection is not None:
+            try:
+                self.bridge.call(self.connection.close(), 10)
+            except Exception:
+                log.debug("closing the connection failed", exc_info=True)
+            self.connection = None
+        self.bridge.close()
+
+
+def unmount(mountpoint: str, lazy: bool = False) -> None:
+    """``fusermount3 -u`` with a clear error."""
+    import subprocess
+
+    path = os.path.abspath(mountpoint)
+    cmd = ["fusermount3", "-u"] + (["-z"] if lazy else []) + [path]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise UserError("fusermount3 not found: install the fuse3 package") from None
+    if proc.returncode != 0:
+        message = (proc.stderr or proc.stdout).strip().splitlines()
+        reason = message[-1] if message else os.strerror(errno.EINVAL)
+        raise UserError(f"cannot unmount {mountpoint}: {reason}")

@@ -1,0 +1,441 @@
+"""SftpVFS: the VFS Protocol over asyncssh's SFTP client.
+
+Every public method is a trio coroutine that crosses to the asyncio thread once (see
+:mod:`sshvfs.ssh.bridge`). Errors are translated in exactly one place, :func:`_translate`,
+and SFTP v3's catch-all FX_FAILURE is disambiguated where POSIX callers care (EEXIST,
+ENOTEMPTY, EISDIR, ENOTDIR) with a follow-up lstat on the asyncio side of the same crossing.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat as _stat
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import asyncssh
+
+from ..errors import fs_error
+from ..ssh.bridge import Bridge
+from .types import Attrs, Entry, StatFs, VFSFile
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_ERRNO_BY_CODE: dict[int, int] = {
+    asyncssh.FX_NO_SUCH_FILE: errno.ENOENT,
+    # OpenSSH folds EPERM and EACCES into one code; EACCES is what tools expect to print
+    asyncssh.FX_PERMISSION_DENIED: errno.EACCES,
+    # OpenSSH sends BAD_MESSAGE for ENAMETOOLONG and EINVAL alike
+    asyncssh.FX_BAD_MESSAGE: errno.EINVAL,
+    asyncssh.FX_NO_CONNECTION: errno.EIO,
+    asyncssh.FX_CONNECTION_LOST: errno.EIO,
+    asyncssh.FX_OP_UNSUPPORTED: errno.ENOTSUP,
+    asyncssh.FX_INVALID_HANDLE: errno.EBADF,
+    asyncssh.FX_NO_SUCH_PATH: errno.ENOENT,
+    asyncssh.FX_FILE_ALREADY_EXISTS: errno.EEXIST,
+    asyncssh.FX_WRITE_PROTECT: errno.EROFS,
+    asyncssh.FX_NO_MEDIA: errno.ENOMEDIUM,
+    asyncssh.FX_NO_SPACE_ON_FILESYSTEM: errno.ENOSPC,
+    asyncssh.FX_QUOTA_EXCEEDED: errno.EDQUOT,
+    asyncssh.FX_DIR_NOT_EMPTY: errno.ENOTEMPTY,
+    asyncssh.FX_NOT_A_DIRECTORY: errno.ENOTDIR,
+    asyncssh.FX_INVALID_FILENAME: errno.EINVAL,
+    asyncssh.FX_LINK_LOOP: errno.ELOOP,
+    asyncssh.FX_FILE_IS_A_DIRECTORY: errno.EISDIR,
+    asyncssh.FX_INVALID_PARAMETER: errno.EINVAL,
+}
+
+#: a failure whose POSIX meaning the server did not tell us (SFTP v3 FX_FAILURE)
+_AMBIGUOUS = errno.EIO
+
+
+def _translate(exc: BaseException, path: bytes) -> OSError:
+    """The one mapping from asyncssh's errors to OSError."""
+    if isinstance(exc, OSError) and not isinstance(exc, asyncssh.Error):
+        return exc
+    if isinstance(exc, asyncssh.SFTPError):
+        code = _ERRNO_BY_CODE.get(exc.code, _AMBIGUOUS)
+        return fs_error(code, path, f"{os.strerror(code)} ({exc.reason or 'sftp error'})")
+    # connection-level trouble (disconnect, lost channel): the kernel caller sees EIO
+    return fs_error(errno.EIO, path, f"connection error: {exc}")
+
+
+def _attrs(a: asyncssh.SFTPAttrs, nlink: int | None = None) -> Attrs:
+    mtime_ns = (a.mtime or 0) * 1_000_000_000 + (a.mtime_ns or 0)
+    atime_ns = (a.atime or 0) * 1_000_000_000 + (a.atime_ns or 0)
+    return Attrs(
+        mode=a.permissions if a.permissions is not None else _stat.S_IFREG | 0o644,
+        size=a.size or 0,
+        uid=a.uid if a.uid is not None else 0,
+        gid=a.gid if a.gid is not None else 0,
+        nlink=nlink or a.nlink or 1,
+        mtime_ns=mtime_ns,
+        atime_ns=atime_ns,
+    )
+
+
+def _nlink_from_longname(longname: bytes | str | None) -> int | None:
+    """OpenSSH's READDIR longname is an ``ls -l`` line; its second column is the link count."""
+    if not longname:
+        return None
+    parts = longname.split(None, 2)
+    if len(parts) >= 2 and parts[1].isdigit():
+        return int(parts[1])
+    return None
+
+
+def _pflags(flags: int) -> int:
+    acc = flags & os.O_ACCMODE
+    pflags = {
+        os.O_RDONLY: asyncssh.FXF_READ,
+        os.O_WRONLY: asyncssh.FXF_WRITE,
+        os.O_RDWR: asyncssh.FXF_READ | asyncssh.FXF_WRITE,
+    }.get(acc, asyncssh.FXF_READ)
+    if flags & os.O_CREAT:
+        pflags |= asyncssh.FXF_CREAT
+    if flags & os.O_TRUNC:
+        pflags |= asyncssh.FXF_TRUNC
+    if flags & os.O_EXCL:
+        pflags |= asyncssh.FXF_EXCL
+    return pflags
+
+
+class SftpFile:
+    """An open remote file; every method is one crossing."""
+
+    def __init__(self, vfs: SftpVFS, path: bytes, handle: asyncssh.SFTPClientFile) -> None:
+        self._vfs = vfs
+        self._path = path
+        self._handle = handle
+
+    @property
+    def path(self) -> bytes:
+        return self._path
+
+    async def read(self, offset: int, size: int) -> bytes:
+        async def op() -> bytes:
+            chunks: list[bytes] = []
+            got = 0
+            while got < size:  # a short reply is not EOF: ask for the rest
+                data = await self._handle.read(size - got, offset + got)
+                assert isinstance(data, bytes)  # opened with encoding=None
+                if not data:
+                    break
+                chunks.append(data)
+                got += len(data)
+            return b"".join(chunks)
+
+        return await self._vfs._run(op(), self._path)
+
+    async def write(self, offset: int, data: bytes) -> int:
+        async def op() -> int:
+            await self._handle.write(data, offset)
+            return len(data)
+
+        return await self._vfs._run(op(), self._path)
+
+    async def truncate(self, size: int) -> None:
+        await self._vfs._run(self._handle.truncate(size), self._path)
+
+    async def fstat(self) -> Attrs:
+        async def op() -> Attrs:
+            return _attrs(await self._handle.stat())
+
+        return await self._vfs._run(op(), self._path)
+
+    async def fsync(self) -> None:
+        async def op() -> None:
+            try:
+                await self._handle.fsync()
+            except asyncssh.SFTPOpUnsupported:
+                # the server cannot fsync; every WRITE was already acknowledged by it
+                log.debug("server has no fsync@openssh.com; fsync is a no-op")
+
+        await self._vfs._run(op(), self._path)
+
+    async def close(self) -> None:
+        await self._vfs._run(self._handle.close(), self._path)
+
+
+class SftpVFS:
+    """The VFS over one SFTP session rooted at an absolute remote directory."""
+
+    def __init__(self, bridge: Bridge, sftp: asyncssh.SFTPClient, root: bytes) -> None:
+        self._bridge = bridge
+        self._sftp = sftp
+        self._root = root.rstrip(b"/")
+
+    @property
+    def root(self) -> bytes:
+        return self._root or b"/"
+
+    @property
+    def sftp(self) -> asyncssh.SFTPClient:
+        return self._sftp
+
+    def remote(self, path: bytes) -> bytes:
+        """The remote absolute path for a mount path."""
+        if path == b"/":
+            return self._root or b"/"
+        return self._root + path
+
+    async def _run(self, coro: Coroutine[Any, Any, T], path: bytes) -> T:
+        async def guarded() -> T:
+            try:
+                return await coro
+            except asyncssh.Error as exc:
+                raise _translate(exc, path) from exc
+            except (ConnectionError, EOFError, BrokenPipeError) as exc:
+                raise _translate(exc, path) from exc
+
+        return await self._bridge.run(guarded())
+
+    async def _op(
+        self,
+        path: bytes,
+        action: Callable[[], Awaitable[T]],
+        explain: Callable[[], Awaitable[int | None]] | None = None,
+    ) -> T:
+        """Run ``action``; on an ambiguous failure ask ``explain`` for the real errno."""
+
+        async def guarded() -> T:
+            try:
+                return await action()
+            except (asyncssh.SFTPFailure, asyncssh.SFTPNoSuchFile) as exc:
+                # OpenSSH also folds ENOTDIR and ELOOP into NO_SUCH_FILE
+                code = await explain() if explain is not None else None
+                if code is not None:
+                    raise fs_error(code, path) from exc
+                raise _translate(exc, path) from exc
+            except asyncssh.Error as exc:
+                raise _translate(exc, path) from exc
+            except (ConnectionError, EOFError, BrokenPipeError) as exc:
+                raise _translate(exc, path) from exc
+
+        return await self._bridge.run(guarded())
+
+    # -- asyncio-side probes used to explain FX_FAILURE -------------------------------
+
+    async def _kind(self, remote: bytes) -> int | None:
+        """S_IFMT of ``remote`` or None when it does not exist (asyncio side)."""
+        try:
+            a = await self._sftp.lstat(remote)
+        except asyncssh.SFTPError:
+            return None
+        return _stat.S_IFMT(a.permissions or 0)
+
+    async def _dir_has_entries(self, remote: bytes) -> bool:
+        async for name in self._sftp.scandir(remote):
+            if name.filename not in (b".", b".."):
+                return True
+        return False
+
+    async def _exists_explains(self, remote: bytes) -> int | None:
+        return errno.EEXIST if await self._kind(remote) is not None else None
+
+    # -- the Protocol ----------------------------------------------------------------
+
+    async def lstat(self, path: bytes) -> Attrs:
+        async def action() -> Attrs:
+            return _attrs(await self._sftp.lstat(self.remote(path)))
+
+        return await self._op(path, action)
+
+    async def stat(self, path: bytes) -> Attrs:
+        async def action() -> Attrs:
+            return _attrs(await self._sftp.stat(self.remote(path)))
+
+        return await self._op(path, action)
+
+    async def readdir(self, path: bytes) -> list[Entry]:
+        async def action() -> list[Entry]:
+            entries = []
+            async for name in self._sftp.scandir(self.remote(path)):
+                filename = name.filename
+                assert isinstance(filename, bytes)
+                if filename in (b".", b".."):
+                    continue
+                nlink = _nlink_from_longname(name.longname)
+                entries.append(Entry(filename, _attrs(name.attrs, nlink)))
+            return entries
+
+        return await self._op(path, action)
+
+    async def readlink(self, path: bytes) -> bytes:
+        async def action() -> bytes:
+            target = await self._sftp.readlink(self.remote(path))
+            assert isinstance(target, bytes)
+            return target
+
+        async def explain() -> int | None:
+            kind = await self._kind(self.remote(path))
+            # readlink(2) of something that is not a link is EINVAL
+            return errno.EINVAL if kind is not None and kind != _stat.S_IFLNK else None
+
+        return await self._op(path, action, explain)
+
+    async def open(self, path: bytes, flags: int, mode: int = 0o644) -> VFSFile:
+        remote = self.remote(path)
+
+        async def action() -> asyncssh.SFTPClientFile:
+            attrs = asyncssh.SFTPAttrs(permissions=mode & 0o7777) if flags & os.O_CREAT else None
+            return await self._sftp.open(
+                remote, _pflags(flags), attrs or asyncssh.SFTPAttrs(), encoding=None
+            )
+
+        async def explain() -> int | None:
+            kind = await self._kind(remote)
+            if kind == _stat.S_IFDIR and flags & os.O_ACCMODE != os.O_RDONLY:
+                return errno.EISDIR
+            if kind is not None and flags & os.O_CREAT and flags & os.O_EXCL:
+                return errno.EEXIST
+            return None
+
+        handle = await self._op(path, action, explain)
+        return SftpFile(self, path, handle)
+
+    async def mkdir(self, path: bytes, mode: int = 0o755) -> None:
+        remote = self.remote(path)
+
+        async def action() -> None:
+            await self._sftp.mkdir(remote, asyncssh.SFTPAttrs(permissions=mode & 0o7777))
+
+        await self._op(path, action, lambda: self._exists_explains(remote))
+
+    async def rmdir(self, path: bytes) -> None:
+        remote = self.remote(path)
+
+        async def explain() -> int | None:
+            kind = await self._kind(remote)
+            if kind is None:
+                return errno.ENOENT
+            if kind != _stat.S_IFDIR:
+                return errno.ENOTDIR
+            if await self._dir_has_entries(remote):
+                return errno.ENOTEMPTY
+            return None
+
+        await self._op(path, lambda: self._sftp.rmdir(remote), explain)
+
+    async def unlink(self, path: bytes) -> None:
+        remote = self.remote(path)
+
+        async def explain() -> int | None:
+            # unlink(2) of a directory: Linux says EISDIR
+            return errno.EISDIR if await self._kind(remote) == _stat.S_IFDIR else None
+
+        await self._op(path, lambda: self._sftp.remove(remote), explain)
+
+    async def rename(self, old: bytes, new: bytes) -> None:
+        src, dst = self.remote(old), self.remote(new)
+
+        async def explain() -> int | None:
+            src_kind, dst_kind = await self._kind(src), await self._kind(dst)
+            if src_kind is None:
+                return errno.ENOENT
+            if dst_kind == _stat.S_IFDIR:
+                if src_kind != _stat.S_IFDIR:
+                    return errno.EISDIR
+                if await self._dir_has_entries(dst):
+                    return errno.ENOTEMPTY
+            elif dst_kind is not None and src_kind == _stat.S_IFDIR:
+                return errno.ENOTDIR
+            if src_kind == _stat.S_IFDIR and dst.startswith(src + b"/"):
+                return errno.EINVAL  # a directory cannot move into itself
+            return None
+
+        await self._op(old, lambda: self._sftp.posix_rename(src, dst), explain)
+
+    async def symlink(self, target: bytes, path: bytes) -> None:
+        remote = self.remote(path)
+        await self._op(
+            path, lambda: self._sftp.symlink(target, remote), lambda: self._exists_explains(remote)
+        )
+
+    async def link(self, existing: bytes, new: bytes) -> None:
+        src, dst = self.remote(existing), self.remote(new)
+
+        async def explain() -> int | None:
+            if await self._kind(dst) is not None:
+                return errno.EEXIST
+            # link(2) of a directory is EPERM on Linux
+            return errno.EPERM if await self._kind(src) == _stat.S_IFDIR else None
+
+        await self._op(new, lambda: self._sftp.link(src, dst), explain)
+
+    async def _lsetstat(self, remote: bytes, attrs: asyncssh.SFTPAttrs) -> None:
+        """setstat that never follows a final symlink (asyncio side).
+
+        The kernel has already resolved symlinks before a setattr reaches us, so a setattr on
+        a symlink means the link itself: following it would change whatever it points to."""
+        try:
+            await self._sftp.setstat(remote, attrs, follow_symlinks=False)
+        except asyncssh.SFTPOpUnsupported:
+            if await self._kind(remote) == _stat.S_IFLNK:
+                raise
+            await self._sftp.setstat(remote, attrs)
+
+    async def _setstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
+        await self._op(path, lambda: self._lsetstat(self.remote(path), attrs))
+
+    async def chmod(self, path: bytes, mode: int) -> None:
+        await self._setstat(path, asyncssh.SFTPAttrs(permissions=mode & 0o7777))
+
+    async def chown(self, path: bytes, uid: int, gid: int) -> None:
+        remote = self.remote(path)
+
+        async def action() -> None:
+            new_uid, new_gid = uid, gid
+            if uid < 0 or gid < 0:  # SFTP v3 sets uid and gid together
+                current = await self._sftp.lstat(remote)
+                new_uid = (current.uid or 0) if uid < 0 else uid
+                new_gid = (current.gid or 0) if gid < 0 else gid
+            await self._lsetstat(remote, asyncssh.SFTPAttrs(uid=new_uid, gid=new_gid))
+
+        await self._op(path, action)
+
+    async def truncate(self, path: bytes, size: int) -> None:
+        # OpenSSH's lsetstat refuses a size; a size only ever reaches regular files anyway
+        remote = self.remote(path)
+        await self._op(path, lambda: self._sftp.setstat(remote, asyncssh.SFTPAttrs(size=size)))
+
+    async def utimens(self, path: bytes, atime_ns: int, mtime_ns: int) -> None:
+        a_s, a_ns = divmod(atime_ns, 1_000_000_000)
+        m_s, m_ns = divmod(mtime_ns, 1_000_000_000)
+        await self._setstat(
+            path, asyncssh.SFTPAttrs(atime=a_s, atime_ns=a_ns, mtime=m_s, mtime_ns=m_ns)
+        )
+
+    async def statfs(self, path: bytes) -> StatFs:
+        async def action() -> StatFs:
+            try:
+                v = await self._sftp.statvfs(self.remote(path))
+            except asyncssh.SFTPOpUnsupported:
+                # no statvfs@openssh.com: report a large, mostly free filesystem like sshfs
+                return StatFs(4096, 4096, 1 << 30, 1 << 30, 1 << 30, 1 << 20, 1 << 20, 1 << 20, 255)
+            return StatFs(
+                v.bsize,
+                v.frsize,
+                v.blocks,
+                v.bfree,
+                v.bavail,
+                v.files,
+                v.ffree,
+                v.favail,
+                v.namemax or 255,
+            )
+
+        return await self._op(path, action)
+
+    async def close(self) -> None:
+        async def action() -> None:
+            self._sftp.exit()
+
+        try:
+            await self._bridge.run(action())
+        except Exception:  # closing is best effort
+            log.debug("closing the SFTP session failed", exc_info=True)

@@ -1,0 +1,185 @@
+"""The VFS interface: typed values and the async Protocol every backend implements.
+
+Paths are absolute *bytes* paths inside the mounted tree (``b"/"`` is the mount root,
+``b"/a/b"`` a file below it). Bytes, because remote names need not be UTF-8. Errors are
+``OSError`` subclasses carrying an errno (see :mod:`sshvfs.errors`).
+"""
+
+from __future__ import annotations
+
+import enum
+import stat as _stat
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+class FileType(enum.Enum):
+    FILE = "file"
+    DIR = "dir"
+    SYMLINK = "symlink"
+    FIFO = "fifo"
+    SOCKET = "socket"
+    CHAR = "char"
+    BLOCK = "block"
+    UNKNOWN = "unknown"
+
+
+_TYPE_BY_FMT = {
+    _stat.S_IFREG: FileType.FILE,
+    _stat.S_IFDIR: FileType.DIR,
+    _stat.S_IFLNK: FileType.SYMLINK,
+    _stat.S_IFIFO: FileType.FIFO,
+    _stat.S_IFSOCK: FileType.SOCKET,
+    _stat.S_IFCHR: FileType.CHAR,
+    _stat.S_IFBLK: FileType.BLOCK,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Attrs:
+    """What ``lstat`` says of one file. ``mode`` is a full st_mode (type bits included)."""
+
+    mode: int
+    size: int
+    uid: int
+    gid: int
+    nlink: int
+    mtime_ns: int
+    atime_ns: int
+
+    @property
+    def type(self) -> FileType:
+        return _TYPE_BY_FMT.get(_stat.S_IFMT(self.mode), FileType.UNKNOWN)
+
+    @property
+    def permissions(self) -> str:
+        """``ls -l`` style, e.g. ``-rw-r--r--``."""
+        return _stat.filemode(self.mode)
+
+    @property
+    def is_dir(self) -> bool:
+        return _stat.S_ISDIR(self.mode)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One directory entry: its name and its attributes (a listing is a readdirplus)."""
+
+    name: bytes
+    attrs: Attrs
+    #: symlink target when the lister learned it for free (bulk listing); else None
+    target: bytes | None = None
+
+    @property
+    def type(self) -> FileType:
+        return self.attrs.type
+
+    @property
+    def size(self) -> int:
+        return self.attrs.size
+
+    @property
+    def mtime_ns(self) -> int:
+        return self.attrs.mtime_ns
+
+    @property
+    def permissions(self) -> str:
+        return self.attrs.permissions
+
+
+@dataclass(frozen=True, slots=True)
+class StatFs:
+    block_size: int
+    fragment_size: int
+    blocks: int
+    blocks_free: int
+    blocks_available: int
+    files: int
+    files_free: int
+    files_available: int
+    name_max: int
+
+
+@runtime_checkable
+class VFSFile(Protocol):
+    """An open file. Reads and writes are by offset; nothing is ever held whole."""
+
+    @property
+    def path(self) -> bytes: ...
+
+    async def read(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes at ``offset``; fewer only at end of file."""
+        ...
+
+    async def write(self, offset: int, data: bytes) -> int: ...
+
+    async def truncate(self, size: int) -> None: ...
+
+    async def fstat(self) -> Attrs: ...
+
+    async def fsync(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class VFS(Protocol):
+    """A directory tree reached by path. Every method is one logical remote operation."""
+
+    async def lstat(self, path: bytes) -> Attrs: ...
+
+    async def stat(self, path: bytes) -> Attrs:
+        """Like lstat but follows a final symlink."""
+        ...
+
+    async def readdir(self, path: bytes) -> list[Entry]:
+        """Every entry but ``.`` and ``..``, with lstat attributes."""
+        ...
+
+    async def readlink(self, path: bytes) -> bytes: ...
+
+    async def open(self, path: bytes, flags: int, mode: int = 0o644) -> VFSFile:
+        """``flags`` are ``os.O_*`` (O_CREAT, O_EXCL, O_TRUNC honoured; O_APPEND ignored:
+        the kernel computes append offsets)."""
+        ...
+
+    async def mkdir(self, path: bytes, mode: int = 0o755) -> None: ...
+
+    async def rmdir(self, path: bytes) -> None: ...
+
+    async def unlink(self, path: bytes) -> None: ...
+
+    async def rename(self, old: bytes, new: bytes) -> None:
+        """Atomic, replacing ``new`` if it exists (POSIX rename)."""
+        ...
+
+    async def symlink(self, target: bytes, path: bytes) -> None: ...
+
+    async def link(self, existing: bytes, new: bytes) -> None: ...
+
+    async def chmod(self, path: bytes, mode: int) -> None: ...
+
+    async def chown(self, path: bytes, uid: int, gid: int) -> None:
+        """``-1`` leaves that id as it is."""
+        ...
+
+    async def truncate(self, path: bytes, size: int) -> None: ...
+
+    async def utimens(self, path: bytes, atime_ns: int, mtime_ns: int) -> None: ...
+
+    async def statfs(self, path: bytes) -> StatFs: ...
+
+    async def close(self) -> None:
+        """Release the backend (connection, threads)."""
+        ...
+
+
+def join(parent: bytes, name: bytes) -> bytes:
+    """Join a mount path and one name."""
+    return b"/" + name if parent == b"/" else parent + b"/" + name
+
+
+def split(path: bytes) -> tuple[bytes, bytes]:
+    """``b"/a/b"`` -> ``(b"/a", b"b")``; ``b"/a"`` -> ``(b"/", b"a")``."""
+    head, _, tail = path.rpartition(b"/")
+    return (head or b"/", tail)

@@ -1,0 +1,184 @@
+"""A real OpenSSH sshd on 127.0.0.1 with throwaway keys, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/bin/sshd", "/usr/local/sbin/sshd")
+
+
+def find_sshd() -> str | None:
+    for path in SSHD_CANDIDATES:
+        if os.access(path, os.X_OK):
+            return path
+    return shutil.which("sshd")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _keygen(path: str, kind: str = "ed25519") -> None:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", "sshvfs-test", "-f", path],
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@dataclass
+class Sshd:
+    """``start()`` it, use ``host``/``port``/``client_key``/``known_hosts``, then ``stop()``."""
+
+    extra_config: str = ""
+    workdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="sshvfs-sshd-"))
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    host: str = "127.0.0.1"
+
+    @property
+    def client_key(self) -> str:
+        return os.path.join(self.workdir, "id_ed25519")
+
+    @property
+    def known_hosts(self) -> str:
+        return os.path.join(self.workdir, "known_hosts")
+
+    @property
+    def host_key(self) -> str:
+        return os.path.join(self.workdir, "ssh_host_ed25519_key")
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.workdir, "sshd.log")
+
+    @property
+    def user(self) -> str:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+
+    def mount_options(self) -> list[str]:
+        """``-o`` values that make a mount trust this server."""
+        return [
+            f"port={self.port}",
+            f"IdentityFile={self.client_key}",
+            f"UserKnownHostsFile={self.known_hosts}",
+        ]
+
+    def ssh_args(self) -> list[str]:
+        """Arguments for the OpenSSH client (also used by sshfs in the benchmark)."""
+        return [
+            "-p",
+            str(self.port),
+            "-i",
+            self.client_key,
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+        ]
+
+    def _write_config(self) -> str:
+        sftp_line = "Subsystem sftp internal-sftp"
+        config = f"""\
+Port {self.port}
+ListenAddress 127.0.0.1
+HostKey {self.host_key}
+PidFile {os.path.join(self.workdir, "sshd.pid")}
+AuthorizedKeysFile {os.path.join(self.workdir, "authorized_keys")}
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+PermitRootLogin yes
+UsePAM no
+StrictModes no
+MaxStartups 100
+MaxSessions 20
+{sftp_line}
+{self.extra_config}
+"""
+        path = os.path.join(self.workdir, "sshd_config")
+        with open(path, "w", encoding="ascii") as f:
+            f.write(config)
+        return path
+
+    def start(self, timeout: float = 20.0) -> Sshd:
+        sshd = find_sshd()
+        if sshd is None:
+            raise RuntimeError("OpenSSH sshd not found (install openssh-server)")
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation dir
+        if not os.path.exists(self.host_key):
+            _keygen(self.host_key)
+            _keygen(self.client_key)
+            shutil.copy(self.client_key + ".pub", os.path.join(self.workdir, "authorized_keys"))
+        if not self.port:
+            self.port = _free_port()
+        with open(self.host_key + ".pub", encoding="ascii") as f:
+            keytype, blob = f.read().split()[:2]
+        with open(self.known_hosts, "w", encoding="ascii") as f:
+            f.write(f"[{self.host}]:{self.port} {keytype} {blob}\n")
+        config = self._write_config()
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sshd, "-D", "-e", "-f", config], stdout=log, stderr=log, stdin=subprocess.DEVNULL
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sshd exited: {self.read_log()[-2000:]}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=1) as s:
+                    if s.recv(4).startswith(b"SSH-"):
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"sshd did not start: {self.read_log()[-2000:]}")
+
+    def read_log(self) -> str:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def session_pids(self) -> list[int]:
+        """The per-connection sshd processes (children of the listener)."""
+        if self.proc is None:
+            return []
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True
+        ).stdout
+        return [int(x) for x in out.split()]
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            for pid in self.session_pids():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)

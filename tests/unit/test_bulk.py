@@ -1,0 +1,549 @@
+"""sshvfs.vfs.bulk: quoting, find command lines run through a real local sh, parsing."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import re
+import shutil
+import socket
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sshvfs.vfs.bulk import (
+    FIND_FORMAT,
+    BulkCommandError,
+    BulkParseError,
+    ListingParser,
+    error_from_exit,
+    listing_command,
+    parse_listing,
+    parse_probe,
+    probe_command,
+    quote,
+    tree_command,
+)
+from sshvfs.vfs.types import Entry
+
+pytestmark = pytest.mark.skipif(shutil.which("find") is None, reason="needs find")
+
+SHELLS = [
+    sh
+    for sh in ("/bin/sh", "/bin/bash", "/bin/dash", "/bin/zsh", "/bin/ksh", "/bin/mksh")
+    if os.path.exists(sh)
+]
+
+HOSTILE = [
+    b"plain",
+    b"with space",
+    b" ",
+    b"trailing space ",
+    b"new\nline",
+    b"\n",
+    b"a -> b",
+    b"-leading-dash",
+    b"-n",
+    b"--",
+    b"'single'",
+    b"'",
+    b'"double"',
+    b"$(touch canary)",
+    b"`touch canary`",
+    b"'; touch canary; '",
+    b"'; rm -rf ~'",
+    b"${HOME}",
+    b"back\\slash\\",
+    b"\\0\\n",
+    b"%s%P%T@\\0",
+    b"*",
+    b"?[a]",
+    b"tab\there",
+    b"\x01\x02\x7f ctrl",
+    b"\xff\xfe non-utf8 \xc3",
+    b"caf\xc3\xa9",
+    b"!hist",
+    b"semi;colon&amp|pipe>redir<",
+    b"x" * 255,
+]
+
+
+def _env(home: Path, path: str | None = None) -> dict[str, str]:
+    # a fake HOME: if quoting ever broke, "rm -rf ~" would hit this, not the real one
+    return {"HOME": str(home), "PATH": path if path is not None else os.environ["PATH"]}
+
+
+def run_sh(
+    command: bytes, cwd: Path, shell: str = "/bin/sh", path: str | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    home = cwd / "home"
+    home.mkdir(exist_ok=True)
+    (home / "precious").touch()
+    done = subprocess.run(
+        [shell.encode(), b"-c", command],
+        cwd=cwd,
+        env=_env(home, path),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert (home / "precious").exists()
+    assert not (cwd / "canary").exists()
+    return done
+
+
+# --------------------------------------------------------------------------- quote
+
+
+def test_quote_basics() -> None:
+    assert quote(b"abc") == b"'abc'"
+    assert quote(b"") == b"''"
+    assert quote(b"a'b") == b"'a'\"'\"'b'"
+    assert quote(b"/x/-foo") == b"'/x/-foo'"
+    with pytest.raises(ValueError):
+        quote(b"a\0b")
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_quote_round_trips_through_sh(tmp_path: Path, shell: str) -> None:
+    rng = random.Random(1234)
+    names = list(HOSTILE) + [b""]
+    names += [bytes(rng.randrange(1, 256) for _ in range(rng.randrange(1, 40))) for _ in range(300)]
+    command = b"printf '%s\\0' " + b" ".join(quote(n) for n in names)
+    done = run_sh(command, tmp_path, shell)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split(b"\0")[:-1] == names
+    assert os.listdir(tmp_path) == ["home"]
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def test_command_shapes() -> None:
+    cmd = listing_command(b"/srv/-foo")
+    assert cmd == (
+        b"LC_ALL=C find -- '/srv/-foo/.' -mindepth 1 -maxdepth 1 -printf '" + FIND_FORMAT + b"'"
+    )
+    assert b"2>" not in cmd
+    assert listing_command(b"/srv/") == listing_command(b"/srv")
+    assert b"'/.'" in listing_command(b"/")
+    assert b"-maxdepth" not in tree_command(b"/srv", None)
+    assert b"-maxdepth 3" in tree_command(b"/srv", 3)
+    for bad in (b"relative", b"", b"-foo"):
+        with pytest.raises(ValueError):
+            listing_command(bad)
+        with pytest.raises(ValueError):
+            tree_command(bad, None)
+    with pytest.raises(ValueError):
+        listing_command(b"/a\0b")
+    with pytest.raises(ValueError):
+        tree_command(b"/srv", 0)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_probe_works_locally(tmp_path: Path, shell: str) -> None:
+    done = run_sh(probe_command(), tmp_path, shell)
+    assert done.returncode == 0, done.stderr
+    assert parse_probe(done.stdout)
+
+
+def test_parse_probe_rejects_noise() -> None:
+    good = b"sshvfs-ok d \\\\ '\0"
+    assert parse_probe(good)
+    assert not parse_probe(b"")
+    assert not parse_probe(b"Welcome to host!\n" + good)
+    assert not parse_probe(good + b"\n")
+    assert not parse_probe(b"sshvfs-ok d \\ '\0")  # a shell that ate backslashes
+
+
+def test_probe_without_gnu_find(tmp_path: Path) -> None:
+    fakebin = tmp_path / "fakebin"
+    fakebin.mkdir()
+    fake = fakebin / "find"
+    fake.write_text("#!/bin/sh\necho 'find: unrecognized: -printf' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    done = run_sh(probe_command(), tmp_path, path=str(fakebin))
+    assert not parse_probe(done.stdout)
+    err = error_from_exit(done.returncode, done.stderr, b"/")
+    assert err.errno == errno.ENOTSUP
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = run_sh(probe_command(), tmp_path, path=str(empty))
+    assert done.returncode == 127 and not parse_probe(done.stdout)
+    assert error_from_exit(done.returncode, done.stderr, b"/").errno == errno.ENOTSUP
+
+
+# --------------------------------------------------------------------------- real listings
+
+
+def _hostile_tree(tmp_path: Path) -> bytes:
+    """A directory (itself hostile-named) full of hostile entries; returns its path."""
+    top = os.fsencode(tmp_path) + b"/top $(touch canary) '\n\xff" + b"/-foo"
+    os.makedirs(top)
+    for name in HOSTILE:
+        with open(os.path.join(top, name), "wb") as f:
+            f.write(name)
+    os.chmod(os.path.join(top, b"plain"), 0o4755)
+    os.chmod(os.path.join(top, b"-n"), 0o2750)
+    os.chmod(os.path.join(top, b"--"), 0)
+    os.link(os.path.join(top, b"plain"), os.path.join(top, b"hard link"))
+    os.symlink(b"../$(touch canary)\n -> `x`\xff'\"\\", os.path.join(top, b"link -> x"))
+    os.symlink(b"/", os.path.join(top, b"root link"))
+    os.mkfifo(os.path.join(top, b"fifo\n"))
+    cwd = os.getcwd()
+    os.chdir(top)  # AF_UNIX paths are short: bind relative to the directory
+    try:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(b"sock 'et")
+        sock.close()
+    finally:
+        os.chdir(cwd)
+    sub = os.path.join(top, b"sub dir\n-> x")
+    os.makedirs(os.path.join(sub, b"\xffdeep"))
+    for name in (b"-inner $(touch canary)", b"\xffdeep/leaf\n"):
+        open(os.path.join(sub, name), "wb").close()
+    os.chmod(sub, 0o1777)
+    # sub-second (and one pre-epoch) times, children before parents
+    paths = [os.path.join(d, n) for d, ds, fs in os.walk(top) for n in ds + fs]
+    for i, path in enumerate(sorted(paths, key=len, reverse=True)):
+        mtime = 1_700_000_000_123_456_789 + i * 1_000_003_007
+        atime = 1_600_000_000_987_654_321 - i * 7
+        os.utime(path, ns=(atime, mtime), follow_symlinks=False)
+    # pre-epoch: find prints "-2.5000000000" (tv_sec -2 + tv_nsec) and "-1.9999999990"
+    os.utime(os.path.join(top, b"a -> b"), ns=(-1, -1_500_000_000))
+    return top
+
+
+def _check(top: bytes, rel: bytes, entry: Entry, check_atime: bool = True) -> None:
+    full = os.path.join(top, rel)
+    st = os.lstat(full)
+    assert entry.name == os.path.basename(rel)
+    a = entry.attrs
+    assert a.mode == st.st_mode, (rel, oct(a.mode), oct(st.st_mode))
+    assert (a.size, a.uid, a.gid, a.nlink) == (
+        st.st_size,
+        st.st_uid,
+        st.st_gid,
+        st.st_nlink,
+    )
+    # GNU find prints tv_nsec in full, so the comparison is exact to the nanosecond
+    assert a.mtime_ns == st.st_mtime_ns, rel
+    # find's %l reads each symlink after lstat-ing it: that may bump the link's atime
+    if check_atime and not stat.S_ISLNK(st.st_mode):
+        assert a.atime_ns == st.st_atime_ns, rel
+    if stat.S_ISLNK(st.st_mode):
+        assert entry.target == os.readlink(full)
+    else:
+        assert entry.target is None
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_listing_of_hostile_directory(tmp_path: Path, shell: str) -> None:
+    top = _hostile_tree(tmp_path)
+    done = run_sh(listing_command(top), tmp_path, shell)
+    assert done.returncode == 0 and done.stderr == b"", done.stderr
+    entries = parse_listing(done.stdout)
+    rels = [rel for rel, _ in entries]
+    assert sorted(rels) == sorted(os.listdir(top))
+    assert len(rels) == len(HOSTILE) + 6
+    for rel, entry in entries:
+        _check(top, rel, entry)
+    by_name = dict(entries)
+    assert by_name[b"plain"].attrs.mode == stat.S_IFREG | 0o4755
+    assert by_name[b"plain"].attrs.nlink == 2
+    assert by_name[b"plain"].size == 5
+    assert by_name[b"--"].attrs.mode == stat.S_IFREG
+    assert stat.S_ISFIFO(by_name[b"fifo\n"].attrs.mode)
+    assert stat.S_ISSOCK(by_name[b"sock 'et"].attrs.mode)
+    assert by_name[b"sub dir\n-> x"].attrs.mode == stat.S_IFDIR | 0o1777
+    assert by_name[b"root link"].target == b"/"
+    assert -1_500_000_000 in {e.mtime_ns for e in by_name.values()}
+
+
+def test_find_prints_nanoseconds(tmp_path: Path) -> None:
+    top = _hostile_tree(tmp_path)
+    stdout = run_sh(listing_command(top), tmp_path).stdout
+    fields = stdout.split(b"\0")[:-1]
+    times = [f for i, f in enumerate(fields) if i % 11 in (4, 5)]
+    assert times and all(re.fullmatch(rb"-?\d+\.\d{9,}", t) for t in times), times[:4]
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_tree_of_hostile_directory(tmp_path: Path, shell: str) -> None:
+    top = _hostile_tree(tmp_path)
+    done = run_sh(tree_command(top, None), tmp_path, shell)
+    assert done.returncode == 0 and done.stderr == b"", done.stderr
+    entries = parse_listing(done.stdout)
+    expected = {
+        os.path.relpath(os.path.join(d, n), top) for d, ds, fs in os.walk(top) for n in ds + fs
+    }
+    assert {rel for rel, _ in entries} == expected
+    assert len(entries) == len(expected)
+    seen: set[bytes] = set()
+    for rel, entry in entries:
+        parent = os.path.dirname(rel)
+        assert parent == b"" or parent in seen  # pre-order: parents come first
+        seen.add(rel)
+        # find reads subdirectories, which may bump their atime after printing it
+        _check(top, rel, entry, check_atime=not entry.attrs.is_dir)
+    assert b"sub dir\n-> x/\xffdeep/leaf\n" in seen
+
+    one = parse_listing(run_sh(tree_command(top, 1), tmp_path).stdout)
+    assert sorted(r for r, _ in one) == sorted(os.listdir(top))
+    two = parse_listing(run_sh(tree_command(top, 2), tmp_path).stdout)
+    assert max(r.count(b"/") for r, _ in two) == 1
+
+
+def test_listing_through_symlink_and_root(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "f").touch()
+    (tmp_path / "alias").symlink_to(real)
+    done = run_sh(listing_command(os.fsencode(tmp_path / "alias")), tmp_path)
+    assert [rel for rel, _ in parse_listing(done.stdout)] == [b"f"]
+    done = run_sh(listing_command(b"/"), tmp_path)
+    assert done.returncode == 0
+    assert sorted(r for r, _ in parse_listing(done.stdout)) == sorted(os.listdir(b"/"))
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/null"), reason="needs /dev/null")
+def test_char_device(tmp_path: Path) -> None:
+    done = run_sh(listing_command(b"/dev"), tmp_path)
+    null = dict(parse_listing(done.stdout))[b"null"]
+    assert null.attrs.mode == os.lstat("/dev/null").st_mode
+    assert stat.S_ISCHR(null.attrs.mode)
+
+
+def test_real_failures_map_to_errno(tmp_path: Path) -> None:
+    (tmp_path / "file").touch()
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    cases = [
+        (tmp_path / "missing", errno.ENOENT, FileNotFoundError),
+        (tmp_path / "file", errno.ENOTDIR, NotADirectoryError),
+        (tmp_path / "dangling", errno.ENOENT, FileNotFoundError),
+    ]
+    if os.geteuid() != 0:  # root reads anything
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0)
+        cases.append((locked, errno.EACCES, PermissionError))
+    for path, code, cls in cases:
+        done = run_sh(listing_command(os.fsencode(path)), tmp_path)
+        assert done.returncode != 0 and done.stdout == b""
+        err = error_from_exit(done.returncode, done.stderr, os.fsencode(path))
+        assert err.errno == code and isinstance(err, cls), (path, err)
+        assert isinstance(err, BulkCommandError)
+        assert done.stderr.decode().strip() in str(err)
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _capture(tmp_path: Path) -> bytes:
+    small = tmp_path / "small"
+    small.mkdir()
+    for name in (b"a\nb -> c", b"\xff'$(x)"):
+        open(os.path.join(os.fsencode(small), name), "wb").close()
+    os.symlink(b"t", os.path.join(os.fsencode(small), b"l"))
+    stdout = run_sh(listing_command(os.fsencode(small)), tmp_path).stdout
+    assert stdout.count(b"\0") == 33
+    return stdout
+
+
+def test_streaming_any_split(tmp_path: Path) -> None:
+    data = _capture(tmp_path)
+    whole = parse_listing(data)
+    assert len(whole) == 3
+    for cut in range(len(data) + 1):
+        parser = ListingParser()
+        got = parser.feed(data[:cut]) + parser.feed(data[cut:])
+        parser.close()
+        assert got == whole, cut
+    for cut in range(0, len(data), 7):
+        parser = ListingParser()
+        got = parser.feed(data[:cut]) + parser.feed(data[cut : cut + 13])
+        got += parser.feed(data[cut + 13 :])
+        parser.close()
+        assert got == whole, cut
+    parser = ListingParser()
+    got = [e for i in range(len(data)) for e in parser.feed(data[i : i + 1])]
+    parser.close()
+    assert got == whole and parser.records == 3
+    with pytest.raises(ValueError):
+        parser.feed(b"x")
+
+
+def test_every_truncation_is_detected(tmp_path: Path) -> None:
+    data = _capture(tmp_path)
+    whole = parse_listing(data)
+    ok = 0
+    for cut in range(len(data)):
+        prefix = data[:cut]
+        nuls = prefix.count(b"\0")
+        if nuls % 11 == 0 and (cut == 0 or prefix.endswith(b"\0")):
+            assert parse_listing(prefix) == whole[: nuls // 11]
+            ok += 1
+        else:
+            with pytest.raises(BulkParseError) as info:
+                parse_listing(prefix)
+            assert info.value.errno == errno.EIO
+            assert "truncated" in str(info.value) or "record" in str(info.value)
+    assert ok == 3  # empty output plus after records 1 and 2
+
+
+GOOD = [b"d/n", b"f", b"644", b"10", b"1.5", b"2", b"1000", b"1000", b"1", b"", b"/"]
+
+
+def _record(**changes: bytes) -> bytes:
+    names = ["path", "kind", "mode", "size", "mtime", "atime"]
+    names += ["uid", "gid", "nlink", "target", "marker"]
+    fields = [changes.get(n, v) for n, v in zip(names, GOOD, strict=True)]
+    return b"\0".join(fields) + b"\0"
+
+
+def test_parse_synthetic_record() -> None:
+    [(rel, entry)] = parse_listing(_record())
+    assert rel == b"d/n" and entry.name == b"n" and entry.target is None
+    a = entry.attrs
+    assert a.mode == stat.S_IFREG | 0o644 and a.size == 10
+    assert (a.mtime_ns, a.atime_ns) == (1_500_000_000, 2_000_000_000)
+    assert (a.uid, a.gid, a.nlink) == (1000, 1000, 1)
+    assert parse_listing(b"") == []
+    kinds = {
+        b"c": stat.S_IFCHR,
+        b"b": stat.S_IFBLK,
+        b"s": stat.S_IFSOCK,
+        b"D": 0,
+        b"U": 0,
+    }
+    for kind, bits in kinds.items():
+        assert parse_listing(_record(kind=kind))[0][1].attrs.mode == bits | 0o644
+    link = parse_listing(_record(kind=b"l", target=b"x\ny -> z"))[0][1]
+    assert link.target == b"x\ny -> z"
+    assert parse_listing(_record(kind=b"l", target=b""))[0][1].target is None
+
+
+@pytest.mark.parametrize(
+    ("text", "ns"),
+    [
+        (b"1700000000.1234567890", 1_700_000_000_123_456_789),
+        (b"1700000000.1234567899", 1_700_000_000_123_456_789),  # truncated, not rounded
+        (b"1700000000", 1_700_000_000_000_000_000),
+        (b"0.0000000050", 5),
+        (b"1.5", 1_500_000_000),
+        (b"-2.5000000000", -1_500_000_000),  # tv_sec=-2, tv_nsec=5e8
+        (b"-1.9999999990", -1),
+        (b"9999999999999.9999999990", 9_999_999_999_999_999_999_999),
+    ],
+)
+def test_time_conversion_is_exact(text: bytes, ns: int) -> None:
+    assert parse_listing(_record(mtime=text, atime=text))[0][1].attrs.mtime_ns == ns
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"marker": b"x"},
+        {"path": b""},
+        {"path": b"/etc/passwd"},
+        {"path": b"a//b"},
+        {"path": b"a/"},
+        {"path": b"../x"},
+        {"path": b"a/./b"},
+        {"kind": b"x"},
+        {"kind": b"ff"},
+        {"kind": b""},
+        {"mode": b"9"},
+        {"mode": b"17777"},
+        {"mode": b""},
+        {"mode": b"-1"},
+        {"size": b"12a"},
+        {"size": b"-5"},
+        {"size": b" 5"},
+        {"size": b"+5"},
+        {"size": b"1_0"},
+        {"size": b""},
+        {"size": b"\xd9\xa3"},
+        {"uid": b"x"},
+        {"gid": b"1.0"},
+        {"nlink": b""},
+        {"mtime": b"1.2.3"},
+        {"mtime": b"abc"},
+        {"mtime": b""},
+        {"atime": b"1."},
+        {"atime": b".5"},
+        {"atime": b"1e9"},
+        {"target": b"t"},
+    ],
+)
+def test_malformed_records_raise(bad: dict[str, bytes]) -> None:
+    with pytest.raises(BulkParseError) as info:
+        parse_listing(_record() + _record(**bad))
+    assert isinstance(info.value, OSError) and info.value.errno == errno.EIO
+    assert "record 1" in str(info.value)
+
+
+def test_wrong_field_counts() -> None:
+    extra = _record()[:-1] + b"\0extra\0"
+    with pytest.raises(BulkParseError, match="marker"):
+        parse_listing(extra + _record())
+    short = b"\0".join(GOOD[:10]) + b"\0"
+    with pytest.raises(BulkParseError):
+        parse_listing(short + _record())
+    with pytest.raises(BulkParseError, match="truncated"):
+        parse_listing(short)
+    with pytest.raises(BulkParseError, match="truncated"):
+        parse_listing(_record() + b"d/n")
+    with pytest.raises(BulkParseError, match="too long"):
+        ListingParser().feed(b"x" * (2 << 20))
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("status", "stderr", "code"),
+    [
+        (1, b"find: '/x/.': No such file or directory\n", errno.ENOENT),
+        (1, b"find: '/x/.': Permission denied\n", errno.EACCES),
+        (1, b"find: '/x/.': Not a directory\n", errno.ENOTDIR),
+        (1, b"find: '/x/.': Too many levels of symbolic links\n", errno.ELOOP),
+        (127, b"sh: 1: find: not found\n", errno.ENOTSUP),
+        (127, b"bash: line 1: find: command not found\n", errno.ENOTSUP),
+        (127, b"", errno.ENOTSUP),
+        (126, b"sh: 1: find: Permission denied\n", errno.ENOTSUP),
+        (1, b"LC_ALL=C: Command not found.\n", errno.ENOTSUP),
+        (1, b"find: unrecognized: -printf\n", errno.ENOTSUP),
+        (1, b"find: unknown predicate `-printf'\n", errno.ENOTSUP),
+        (1, b"find: invalid predicate `-printf'\n", errno.ENOTSUP),
+        (1, b"find: -printf: unknown primary or operator\n", errno.ENOTSUP),
+        # a name that contains a marker cannot fool the end-of-line match
+        (1, b"find: '/-printf/.': No such file or directory\n", errno.ENOENT),
+        (1, b"find: '/Permission denied/.': Not a directory\n", errno.ENOTDIR),
+        (1, b"find: '/x/.': Input/output error\n", errno.EIO),
+        (1, b"", errno.EIO),
+        (None, b"", errno.EIO),
+        (255, b"\xff\xfe garbage", errno.EIO),
+    ],
+)
+def test_error_from_exit(status: int | None, stderr: bytes, code: int) -> None:
+    err = error_from_exit(status, stderr, b"/x")
+    assert isinstance(err, BulkCommandError) and isinstance(err, OSError)
+    assert err.errno == code
+    assert err.filename == "/x"
+    assert err.exit_status == status and err.stderr == stderr
+    assert stderr.decode(errors="replace").strip() in str(err)
+
+
+def test_error_classes_and_truncation() -> None:
+    assert isinstance(error_from_exit(1, b"x: No such file or directory", b"/"), FileNotFoundError)
+    assert isinstance(error_from_exit(1, b"x: Permission denied", b"/"), PermissionError)
+    assert isinstance(error_from_exit(1, b"x: Not a directory", b"/"), NotADirectoryError)
+    err = error_from_exit(1, b"find: " + b"y" * 10_000 + b": Permission denied", b"/\xff")
+    assert err.errno == errno.EACCES
+    assert "find: yyy" in str(err) and len(str(err)) < 700
+    assert err.filename == os.fsdecode(b"/\xff")
+    plain = BulkCommandError(2, b"boom")
+    assert plain.errno == errno.EIO and "boom" in str(plain) and "exit status 2" in str(plain)
