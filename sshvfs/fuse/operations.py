@@ -390,7 +390,7 @@ class Operations(pyfuse3.Operations):
 
     @guard
     async def flush(self, fh: int) -> None:
-        return None
+        await self._file(fh).file.flush()
 
     @guard
     async def fsync(self, fh: int, datasync: bool) -> None:

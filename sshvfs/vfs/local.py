@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import trio
 
-from .types import Attrs, Entry, StatFs, VFSFile
+from .types import Attrs, Entry, StatFs, VFSFile, join
 
 T = TypeVar("T")
 
@@ -66,6 +66,9 @@ class LocalFile:
 
     async def fstat(self) -> Attrs:
         return attrs_of(await _io(lambda: os.fstat(self._fd)))
+
+    async def flush(self) -> None:
+        return None  # every write is done when it returns
 
     async def fsync(self) -> None:
         await _io(lambda: os.fsync(self._fd))
@@ -155,6 +158,24 @@ class LocalVFS:
             v.f_favail,
             v.f_namemax,
         )
+
+    async def tree(self, path: bytes, max_entries: int) -> dict[bytes, list[Entry]] | None:
+        def op() -> dict[bytes, list[Entry]] | None:
+            out: dict[bytes, list[Entry]] = {}
+            count = 0
+            pending = [path]
+            while pending:
+                current = pending.pop()
+                with os.scandir(self.local(current)) as it:
+                    entries = [Entry(e.name, attrs_of(e.stat(follow_symlinks=False))) for e in it]
+                count += len(entries)
+                if count > max_entries:
+                    return None
+                out[current] = entries
+                pending.extend(join(current, e.name) for e in entries if e.attrs.is_dir)
+            return out
+
+        return await _io(op)
 
     async def close(self) -> None:
         return None

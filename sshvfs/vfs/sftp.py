@@ -147,6 +147,9 @@ class SftpFile:
 
         return await self._vfs._run(op(), self._path)
 
+    async def flush(self) -> None:
+        return None  # every write is acknowledged before it returns
+
     async def fsync(self) -> None:
         async def op() -> None:
             try:
@@ -430,6 +433,9 @@ class SftpVFS:
             )
 
         return await self._op(path, action)
+
+    async def tree(self, path: bytes, max_entries: int) -> dict[bytes, list[Entry]] | None:
+        return None  # needs the exec channel (bulk listing)
 
     async def close(self) -> None:
         async def action() -> None:

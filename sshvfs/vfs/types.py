@@ -117,9 +117,17 @@ class VFSFile(Protocol):
 
     async def fstat(self) -> Attrs: ...
 
-    async def fsync(self) -> None: ...
+    async def flush(self) -> None:
+        """Wait for every write accepted so far; raise the first error any of them met."""
+        ...
 
-    async def close(self) -> None: ...
+    async def fsync(self) -> None:
+        """``flush`` and then make the data durable on the server."""
+        ...
+
+    async def close(self) -> None:
+        """``flush`` and release; an error of a write not yet reported is raised here."""
+        ...
 
 
 @runtime_checkable
@@ -168,6 +176,12 @@ class VFS(Protocol):
     async def utimens(self, path: bytes, atime_ns: int, mtime_ns: int) -> None: ...
 
     async def statfs(self, path: bytes) -> StatFs: ...
+
+    async def tree(self, path: bytes, max_entries: int) -> dict[bytes, list[Entry]] | None:
+        """Listings of ``path`` and every directory below it, keyed by mount path, in one
+        go when the backend can (exec channel); None when it cannot or the subtree holds
+        more than ``max_entries`` entries. Used to prefetch whole trees into caches."""
+        ...
 
     async def close(self) -> None:
         """Release the backend (connection, threads)."""
