@@ -24,6 +24,8 @@ USAGE = """\
 sshvfs [user@]host:[path] MOUNTPOINT [-p PORT] [-F SSH_CONFIG] [-o opt[,opt...]]... [-f] [-d]
        sshvfs umount MOUNTPOINT [-z]
        sshvfs demo [MOUNTPOINT] [--serve DIR] [--once]
+       sshvfs status MOUNTPOINT [--json]
+       sshvfs invalidate MOUNTPOINT [PATH]
        sshvfs (no arguments: the demo)"""
 
 
@@ -193,7 +195,110 @@ def cmd_demo(argv: Sequence[str]) -> int:
     return run_demo(args.mountpoint, args.serve, args.once, args.options)
 
 
-COMMANDS = {"umount": cmd_umount, "unmount": cmd_umount, "demo": cmd_demo}
+def _control_file(mountpoint: str, name: str) -> str:
+    path = os.path.join(mountpoint, ".sshvfs", name)
+    if not os.path.exists(path):
+        raise UserError(f"{mountpoint} is not an sshvfs mount (no .sshvfs/{name})")
+    return path
+
+
+def cmd_invalidate(argv: Sequence[str]) -> int:
+    p = _Parser(
+        prog="sshvfs invalidate",
+        description="Drop cached attributes and listings "
+        "(everything, or the subtree PATH inside the mount) so the next access asks "
+        "the server.",
+    )
+    p.add_argument("mountpoint")
+    p.add_argument(
+        "path",
+        nargs="?",
+        help="a path inside the mount (relative to its root, or a local path under MOUNTPOINT)",
+    )
+    args = p.parse_args(argv)
+    control = _control_file(args.mountpoint, "invalidate")
+    try:
+        if args.path is None:
+            os.utime(control)
+        else:
+            rel = args.path
+            root = os.path.abspath(args.mountpoint)
+            absolute = os.path.abspath(rel)
+            if os.path.isabs(rel) and (absolute == root or absolute.startswith(root + os.sep)):
+                rel = os.path.relpath(absolute, root)
+            with open(control, "wb") as f:
+                f.write(os.fsencode(rel) + b"\n")
+    except OSError as exc:
+        raise UserError(f"invalidate {args.path or ''}: {exc.strerror}") from exc
+    return 0
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def format_status(data: dict[str, object]) -> str:
+    lines = [
+        f"mount:      {data.get('mountpoint')} -> {data.get('host')}:{data.get('remote_root')}",
+        f"connection: {data.get('state')} (reconnects: {data.get('reconnects', 0)})",
+        f"uptime:     {data.get('uptime')} s, pid {data.get('pid')}",
+    ]
+    cache = data.get("cache")
+    if isinstance(cache, dict):
+        lines.append(
+            "cache:      {entries} entries ({dir_listings} listings), {hits} hits, "
+            "{misses} misses, {evictions} evictions".format(**cache)
+        )
+    else:
+        lines.append("cache:      off")
+    if data.get("cwd"):
+        lines.append(f"cwd:        {data['cwd']}")
+    if data.get("cwd_outside"):
+        lines.append(f"cwd:        {data['cwd_outside']} (outside the mount)")
+    transfers = data.get("transfers") or []
+    assert isinstance(transfers, list)
+    for t in transfers:
+        total = t.get("total")
+        done = t.get("bytes_done", 0)
+        of = f" of {_human_bytes(total)}" if total else ""
+        lines.append(
+            f"{t.get('direction', '?'):>5}  {t.get('path')}: {_human_bytes(done)}{of}"
+            f" at {_human_bytes(t.get('rate_bps') or 0)}/s"
+        )
+    return "\n".join(lines)
+
+
+def cmd_status(argv: Sequence[str]) -> int:
+    p = _Parser(prog="sshvfs status", description="Show a mount's connection, cache and transfers.")
+    p.add_argument("mountpoint")
+    p.add_argument("--json", action="store_true", help="print the raw JSON")
+    args = p.parse_args(argv)
+    import json
+
+    control = _control_file(args.mountpoint, "status")
+    try:
+        with open(control, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise UserError(f"cannot read {control}: {exc.strerror}") from exc
+    if args.json:
+        sys.stdout.write(raw.decode())
+        return 0
+    print(format_status(json.loads(raw)))
+    return 0
+
+
+COMMANDS = {
+    "umount": cmd_umount,
+    "unmount": cmd_umount,
+    "demo": cmd_demo,
+    "invalidate": cmd_invalidate,
+    "status": cmd_status,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

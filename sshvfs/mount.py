@@ -6,6 +6,7 @@ import errno
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -14,10 +15,14 @@ import trio
 
 from .config import MountOptions, Target
 from .errors import UserError
+from . import __version__
+from .fuse.control import ControlState
 from .fuse.operations import Operations, Timeouts
 from .ssh.bridge import Bridge
 from .ssh.connection import Connection, connect
+from .vfs.cached import CachingVFS
 from .vfs.sftp import SftpVFS
+from .vfs.types import VFS
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +62,23 @@ def fuse_options(target: Target, opts: MountOptions) -> set[str]:
     return out
 
 
+async def raise_read_ahead(mountpoint: str, kb: int = 1024) -> None:
+    """Raise the kernel's read-ahead for the mount (its sysfs bdi) to ``kb`` KiB, so large
+    sequential reads reach us as 1 MiB requests. FUSE_INIT sets it to at most 128 KiB, so
+    wait for a stat of the mount root (answered only after INIT) first. Best effort."""
+    try:
+        st = await trio.to_thread.run_sync(os.stat, mountpoint, abandon_on_cancel=True)
+    except OSError as exc:
+        log.debug("read-ahead left as it is: %s", exc)
+        return
+    path = f"/sys/class/bdi/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/read_ahead_kb"
+    try:
+        with open(path, "w", encoding="ascii") as f:
+            f.write(str(kb))
+    except OSError as exc:  # not root, or no sysfs: the kernel default still works
+        log.debug("cannot raise read-ahead via %s: %s", path, exc)
+
+
 @dataclass
 class Mount:
     """A prepared mount; :meth:`serve` blocks until it ends."""
@@ -74,11 +96,67 @@ class Mount:
         timeout = (self.opts.connect_timeout or 60) + 30
         self.connection = self.bridge.call(connect(self.target, self.opts), timeout)
 
+    cache: CachingVFS | None = None
+    started: float = field(default_factory=time.time)
+
     def build_operations(self) -> Operations:
         assert self.connection is not None
-        vfs = SftpVFS(self.bridge, self.connection.sftp, self.connection.root)
-        timeouts = Timeouts(entry=1.0, attr=1.0)
-        return Operations(vfs, timeouts)
+        opts = self.opts
+        vfs: VFS = SftpVFS(self.bridge, self.connection.sftp, self.connection.root)
+        if opts.caching:
+            self.cache = CachingVFS(
+                vfs,
+                attr_ttl=opts.attr_ttl,
+                dir_ttl=opts.dir_ttl,
+                max_entries=opts.cache_max_entries,
+            )
+            vfs = self.cache
+            # the kernel may trust what we say exactly as long as we trust it ourselves
+            timeouts = Timeouts(entry=opts.entry_ttl, attr=opts.attr_ttl)
+        else:
+            timeouts = Timeouts(entry=0.0, attr=0.0)
+        state = ControlState(
+            mountpoint=os.fsencode(self.mountpoint),
+            remote_root=self.connection.root,
+            invalidate=self._invalidate,
+            prefetch=self._prefetch,
+            lstat=vfs.lstat,
+            status=self.status,
+        )
+        ops = Operations(vfs, timeouts, state)
+        # after each prompt of a followed shell, its directory is listed afresh
+        state.on_cwd = self._invalidate
+        if self.cache is not None:
+            self.cache.listeners.append(ops.forget_kernel_cache)
+        self._ops = ops
+        return ops
+
+    _ops: Operations | None = None
+
+    async def _invalidate(self, path: bytes | None) -> None:
+        if self.cache is not None:
+            self.cache.invalidate(path, notify=False)
+        if self._ops is not None:
+            await self._ops.drop_kernel_cache(path)
+
+    async def _prefetch(self, path: bytes) -> int:
+        return await self.cache.prefetch(path) if self.cache is not None else -1
+
+    def status(self) -> dict[str, object]:
+        conn = self.connection
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "host": self.target.host,
+            "port": conn.port if conn else None,
+            "remote_root": os.fsdecode(conn.root) if conn else None,
+            "mountpoint": self.mountpoint,
+            "state": "connected" if conn else "disconnected",
+            "reconnects": 0,
+            "started": self.started,
+            "uptime": round(time.time() - self.started, 1),
+            "cache": self.cache.counts() if self.cache is not None else None,
+        }
 
     def serve(self) -> None:
         """Mount, call ``on_ready``, serve until unmounted or signalled, then unmount.
@@ -104,6 +182,8 @@ class Mount:
     async def _main(self, ops: Operations) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_signals, nursery)
+            nursery.start_soon(ops.run_notifier)
+            nursery.start_soon(raise_read_ahead, self.mountpoint)
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
         with trio.move_on_after(10):

@@ -22,7 +22,7 @@ FIRST_DYNAMIC_INODE = 100
 
 
 class Node:
-    __slots__ = ("ino", "parent", "name", "lookups", "opens", "children")
+    __slots__ = ("ino", "parent", "name", "lookups", "opens", "children", "stamp")
 
     def __init__(self, ino: int, parent: Node | None, name: bytes) -> None:
         self.ino = ino
@@ -31,6 +31,8 @@ class Node:
         self.lookups = 0
         self.opens = 0
         self.children: dict[bytes, Node] = {}
+        #: (size, mtime_ns) when the kernel's page cache of this file was last filled
+        self.stamp: tuple[int, int] | None = None
 
     @property
     def attached(self) -> bool:
@@ -74,6 +76,28 @@ class InodeTable:
         if not node.attached:
             raise fs_error(errno.ENOENT, node.path(), "file was removed")
         return node.path()
+
+    def find(self, path: bytes) -> Node | None:
+        """The node for a mount path, if the kernel knows one."""
+        node = self.root
+        for part in path.split(b"/"):
+            if part:
+                child = node.children.get(part)
+                if child is None:
+                    return None
+                node = child
+        return node
+
+    def subtree(self, node: Node) -> list[Node]:
+        out, stack = [], [node]
+        while stack:
+            current = stack.pop()
+            out.append(current)
+            stack.extend(current.children.values())
+        return out
+
+    def nodes(self) -> list[Node]:
+        return list(self._by_ino.values())
 
     def child(self, parent_ino: int, name: bytes) -> Node | None:
         return self.get(parent_ino).children.get(name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import math
 import os
 import stat as _stat
 from collections.abc import Callable, Coroutine, Sequence
@@ -21,7 +22,8 @@ import pyfuse3
 import trio
 
 from ..vfs.types import VFS, Attrs, Entry, VFSFile, join
-from .inodes import InodeTable, Node
+from . import control as ctl
+from .inodes import ROOT_INODE, InodeTable, Node
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,8 @@ S = TypeVar("S")
 #: what stat(2) reports as the preferred I/O size: large, so cp and friends use big buffers
 BLKSIZE = 128 * 1024
 NAME_MAX = 255
+#: longest a handler waits for the kernel to take invalidations (it never should wait long)
+KERNEL_NOTIFY_TIMEOUT = 5.0
 
 
 def guard(
@@ -67,6 +71,13 @@ class Timeouts:
 
 
 @dataclass
+class DirHandle:
+    ino: int
+    entries: list[Entry | None] | None = None
+    gen: int = 0
+
+
+@dataclass
 class OpenFile:
     node: Node
     file: VFSFile
@@ -76,15 +87,56 @@ class OpenFile:
 class Operations(pyfuse3.Operations):
     enable_writeback_cache = False
 
-    def __init__(self, vfs: VFS, timeouts: Timeouts | None = None) -> None:
+    def __init__(
+        self,
+        vfs: VFS,
+        timeouts: Timeouts | None = None,
+        control: ctl.ControlState | None = None,
+    ) -> None:
         super().__init__()
         self.vfs = vfs
         self.timeouts = timeouts or Timeouts()
         self.inodes = InodeTable()
         self._files: dict[int, OpenFile] = {}
-        self._dirs: dict[int, list[Entry]] = {}
-        self._dir_nodes: dict[int, int] = {}
+        self._dirs: dict[int, DirHandle] = {}
+        #: bumped on every namespace change in a directory (by inode)
+        self._dir_gen: dict[int, int] = {}
+        self._control_dirs: set[int] = set()
         self._next_fh = 1
+        self.control = ctl.ControlDir(control, self.entry) if control is not None else None
+        self._notify_send, self._notify_recv = trio.open_memory_channel[bytes | None](math.inf)
+        self.notifier_running = False
+
+    # -- telling the kernel what we dropped -----------------------------------------------
+
+    def forget_kernel_cache(self, path: bytes | None) -> None:
+        """Queue kernel invalidations for a subtree (None: everything). Safe in handlers."""
+        if self.notifier_running:
+            self._notify_send.send_nowait(path)
+
+    def _targets(self, path: bytes | None) -> tuple[list[tuple[int, bytes]], list[int]]:
+        if path is None:
+            nodes = self.inodes.nodes()
+        else:
+            node = self.inodes.find(path)
+            nodes = self.inodes.subtree(node) if node is not None else []
+        for n in nodes:
+            n.stamp = None  # the page cache is no longer trusted
+        pairs = [(n.parent.ino, n.name) for n in nodes if n.parent is not None]
+        return pairs, [n.ino for n in nodes]
+
+    async def drop_kernel_cache(self, path: bytes | None) -> None:
+        """Invalidate the kernel's entries, attributes and pages of a subtree (None: all) and
+        return when done, so a ``touch .sshvfs/invalidate`` is complete when touch returns."""
+        pairs, inos = self._targets(path)
+        with trio.move_on_after(KERNEL_NOTIFY_TIMEOUT):
+            await trio.to_thread.run_sync(_notify_kernel, pairs, inos, abandon_on_cancel=True)
+
+    async def run_notifier(self) -> None:
+        """Background task: deliver queued invalidations outside any request handler."""
+        self.notifier_running = True
+        async for path in self._notify_recv:
+            await self.drop_kernel_cache(path)
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -116,6 +168,10 @@ class Operations(pyfuse3.Operations):
         return self.inodes.path(ino)
 
     def _child_path(self, parent_ino: int, name: bytes) -> bytes:
+        if ctl.is_control(parent_ino) or (
+            parent_ino == ROOT_INODE and name == ctl.CONTROL_NAME and self.control is not None
+        ):
+            raise pyfuse3.FUSEError(errno.EPERM)  # the control directory is fixed
         if b"/" in name or name in (b"", b".", b".."):
             raise pyfuse3.FUSEError(errno.EINVAL)
         if len(name) > NAME_MAX:
@@ -136,6 +192,11 @@ class Operations(pyfuse3.Operations):
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext | None = None
     ) -> pyfuse3.EntryAttributes:
+        if self.control is not None:
+            if parent_inode == ROOT_INODE and name == ctl.CONTROL_NAME:
+                return self.control.entry(ctl.DIR_INODE)
+            if parent_inode == ctl.DIR_INODE:
+                return self.control.lookup(name)
         if name == b".":
             return await self.getattr(parent_inode)
         if name == b"..":
@@ -154,6 +215,8 @@ class Operations(pyfuse3.Operations):
     async def getattr(
         self, inode: int, ctx: pyfuse3.RequestContext | None = None
     ) -> pyfuse3.EntryAttributes:
+        if self.control is not None and ctl.is_control(inode):
+            return self.control.entry(inode)
         node = self.inodes.get(inode)
         if not node.attached:
             for of in self._files.values():  # unlinked but open: ask the handle
@@ -171,6 +234,8 @@ class Operations(pyfuse3.Operations):
         fh: int | None,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
+        if self.control is not None and ctl.is_control(inode):
+            return await self.control.setattr(inode, fields)
         path = self._path(inode)
         of = self._files.get(fh) if fh is not None else None
         if fields.update_size:
@@ -197,6 +262,8 @@ class Operations(pyfuse3.Operations):
 
     @guard
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        if self.control is not None and ctl.is_control(inode):
+            return self.control.readlink(inode)
         return await self.vfs.readlink(self._path(inode))
 
     @guard
@@ -240,23 +307,49 @@ class Operations(pyfuse3.Operations):
 
     # -- directories ---------------------------------------------------------------------
 
+    def _changed_dir(self, *inos: int) -> None:
+        for ino in inos:
+            self._dir_gen[ino] = self._dir_gen.get(ino, 0) + 1
+
     @guard
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
-        entries = await self.vfs.readdir(self._path(inode))
         fh = self._fh()
-        self._dirs[fh] = entries
-        self.inodes.opened(self.inodes.get(inode))
-        self._dir_nodes[fh] = inode
+        if self.control is not None and inode == ctl.DIR_INODE:
+            self._control_dirs.add(fh)
+            return fh
+        node = self.inodes.get(inode)
+        self.inodes.opened(node)
+        self._dirs[fh] = DirHandle(inode)
         return fh
 
     @guard
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        entries = self._dirs.get(fh)
-        if entries is None:
+        if fh in self._control_dirs and self.control is not None:
+            for index, (name, ino) in enumerate(self.control.listing()):
+                if index >= start_id and not pyfuse3.readdir_reply(
+                    token, name, self.control.entry(ino), index + 1
+                ):
+                    return
+            return
+        handle = self._dirs.get(fh)
+        if handle is None:
             raise pyfuse3.FUSEError(errno.EBADF)
-        parent_ino = self._dir_nodes[fh]
+        parent_ino = handle.ino
+        path = self._path(parent_ino)
+        if start_id == 0 or handle.entries is None:
+            # fetched inside the READDIR request: the kernel holds the directory's lock, so
+            # no unlink/rename in it can interleave with the reply
+            handle.entries = list(await self.vfs.readdir(path))
+            handle.gen = self._dir_gen.get(parent_ino, 0)
+        elif handle.gen != self._dir_gen.get(parent_ino, 0):
+            # the directory changed between two READDIR calls: re-check what is left
+            handle.entries = await self._revalidate(path, handle.entries, start_id)
+            handle.gen = self._dir_gen.get(parent_ino, 0)
+        entries: list[Entry | None] = handle.entries
         for index in range(start_id, len(entries)):
             item = entries[index]
+            if item is None:
+                continue
             node = self.inodes.ensure(parent_ino, item.name)
             if not pyfuse3.readdir_reply(
                 token, item.name, self.entry(node.ino, item.attrs), index + 1
@@ -265,12 +358,26 @@ class Operations(pyfuse3.Operations):
                 return
             node.lookups += 1  # readdirplus: every delivered entry is a lookup
 
+    async def _revalidate(
+        self, path: bytes, entries: list[Entry | None], start: int
+    ) -> list[Entry | None]:
+        out = list(entries)
+        for index in range(start, len(out)):
+            item = out[index]
+            if item is None:
+                continue
+            try:
+                out[index] = Entry(item.name, await self.vfs.lstat(join(path, item.name)))
+            except FileNotFoundError:
+                out[index] = None  # gone: never hand the kernel a name that does not exist
+        return out
+
     @guard
     async def releasedir(self, fh: int) -> None:
-        self._dirs.pop(fh, None)
-        ino = self._dir_nodes.pop(fh, None)
-        if ino is not None:
-            self.inodes.closed(self.inodes.get(ino))
+        self._control_dirs.discard(fh)
+        handle = self._dirs.pop(fh, None)
+        if handle is not None:
+            self.inodes.closed(self.inodes.get(handle.ino))
 
     @guard
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
@@ -287,11 +394,13 @@ class Operations(pyfuse3.Operations):
     @guard
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         await self.vfs.rmdir(self._child_path(parent_inode, name))
+        self._changed_dir(parent_inode)
         self.inodes.remove(parent_inode, name)
 
     @guard
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         await self.vfs.unlink(self._child_path(parent_inode, name))
+        self._changed_dir(parent_inode)
         self.inodes.remove(parent_inode, name)
 
     @guard
@@ -316,6 +425,7 @@ class Operations(pyfuse3.Operations):
             else:
                 raise pyfuse3.FUSEError(errno.EEXIST)
         await self.vfs.rename(old, new)
+        self._changed_dir(parent_inode_old, parent_inode_new)
         self.inodes.rename(parent_inode_old, name_old, parent_inode_new, name_new)
 
     @guard
@@ -355,9 +465,21 @@ class Operations(pyfuse3.Operations):
 
     @guard
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        if self.control is not None and ctl.is_control(inode):
+            return self.control.open(self._fh(), inode, flags)
         node = self.inodes.get(inode)
-        file = await self.vfs.open(self._path(inode), flags & ~os.O_CREAT)
-        return self._register(node, file, flags)
+        path = self._path(inode)
+        file = await self.vfs.open(path, flags & ~os.O_CREAT)
+        info = self._register(node, file, flags)
+        # keep the kernel's page cache only if the file is unchanged since it was filled
+        try:
+            attrs = await self.vfs.lstat(path)
+        except OSError:
+            attrs = None
+        stamp = (attrs.size, attrs.mtime_ns) if attrs is not None else None
+        info.keep_cache = stamp is not None and node.stamp == stamp and not flags & os.O_TRUNC
+        node.stamp = stamp
+        return info
 
     @guard
     async def create(
@@ -382,27 +504,45 @@ class Operations(pyfuse3.Operations):
 
     @guard
     async def read(self, fh: int, off: int, size: int) -> bytes:
+        if self.control is not None and self.control.owns(fh):
+            return self.control.read(fh, off, size)
         return await self._file(fh).file.read(off, size)
 
     @guard
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        return await self._file(fh).file.write(off, bytes(buf))
+        if self.control is not None and self.control.owns(fh):
+            return await self.control.write(fh, bytes(buf))
+        of = self._file(fh)
+        of.node.stamp = None  # what the kernel caches is now ours, not the server's
+        return await of.file.write(off, bytes(buf))
 
     @guard
     async def flush(self, fh: int) -> None:
+        if self.control is not None and self.control.owns(fh):
+            await self.control.flush(fh)
+            return
         await self._file(fh).file.flush()
 
     @guard
     async def fsync(self, fh: int, datasync: bool) -> None:
+        if self.control is not None and self.control.owns(fh):
+            return
         await self._file(fh).file.fsync()
 
     @guard
     async def release(self, fh: int) -> None:
+        if self.control is not None and self.control.owns(fh):
+            self.control.release(fh)
+            return
         of = self._files.pop(fh, None)
         if of is None:
             return
         try:
             await of.file.close()
+            if of.writable and of.node.attached:
+                # the kernel's pages now hold what we wrote: trust them while unchanged
+                attrs = await self.vfs.lstat(of.node.path())
+                of.node.stamp = (attrs.size, attrs.mtime_ns)
         finally:
             self.inodes.closed(of.node)
 
@@ -413,3 +553,17 @@ class Operations(pyfuse3.Operations):
                 await self.release(fh)
             except pyfuse3.FUSEError:
                 pass
+
+
+def _notify_kernel(pairs: list[tuple[int, bytes]], inos: list[int]) -> None:
+    """Runs in a worker thread: the notify calls must not run inside a request handler."""
+    for ino in inos:
+        try:
+            pyfuse3.invalidate_inode(pyfuse3.InodeT(ino), False)
+        except OSError:
+            pass  # the kernel already forgot it
+    for parent, name in pairs:
+        try:
+            pyfuse3.invalidate_entry(pyfuse3.InodeT(parent), name)
+        except OSError:
+            pass

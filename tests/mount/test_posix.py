@@ -214,9 +214,9 @@ def test_git_in_mount(module_mount: tuple[str, MountProcess]) -> None:
     )
 
     def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-C", mnt, *args], check=True, capture_output=True, text=True, env=env
-        ).stdout
+        proc = subprocess.run(["git", "-C", mnt, *args], capture_output=True, text=True, env=env)
+        assert proc.returncode == 0, f"git {args}: {proc.stderr}"
+        return proc.stdout
 
     git("init", "-q")
     git("add", ".")

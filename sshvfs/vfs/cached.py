@@ -1,0 +1,453 @@
+"""CachingVFS: attribute, listing and negative-lookup TTL caches around any VFS.
+
+Verbs (as in rclone's vfs): ``invalidate`` drops what we know of a subtree (or everything)
+and tells listeners (the FUSE layer, which tells the kernel); mutations made through this
+object update or drop exactly the entries they affect, so the mount never shows a stale
+view of its own operations:
+
+- a listing answers every ``lstat`` of its entries and every lookup of a missing name;
+- an entry whose attributes changed (write, truncate, chmod, utimens, rename target...) is
+  marked *dirty* in its parent's cached listing and re-fetched before that listing is served;
+- fetches that race with a mutation of the same directory are not installed (generations).
+
+Everything here runs on the trio side; a hit never crosses to the asyncio thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from cachetools import TTLCache
+
+from ..errors import fs_error
+from .types import VFS, Attrs, Entry, StatFs, VFSFile, join, split
+
+log = logging.getLogger(__name__)
+
+Timer = Callable[[], float]
+Listener = Callable[[bytes | None], None]
+
+#: how many dirty entries of one listing are re-fetched at once
+REFRESH_PARALLEL = 16
+
+
+class _Counted(TTLCache[Any, Any]):
+    """A TTLCache that counts capacity evictions."""
+
+    def __init__(self, maxsize: int, ttl: float, timer: Timer, **kw: Any) -> None:
+        super().__init__(maxsize, ttl, timer, **kw)
+        self.evictions = 0
+
+    def popitem(self) -> tuple[Any, Any]:
+        self.evictions += 1
+        return super().popitem()
+
+
+@dataclass
+class Listing:
+    entries: dict[bytes, Entry]
+    #: names whose attributes changed since the listing was fetched
+    dirty: set[bytes] = field(default_factory=set)
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+
+
+_MISSING = object()  # negative-cache marker
+
+
+def _within(path: bytes, root: bytes) -> bool:
+    return root == b"/" or path == root or path.startswith(root + b"/")
+
+
+class CachingVFS:
+    """Wraps ``inner``; same Protocol. ``ttl``s in seconds; ``timer`` is injectable."""
+
+    def __init__(
+        self,
+        inner: VFS,
+        *,
+        attr_ttl: float = 30.0,
+        dir_ttl: float = 30.0,
+        negative_ttl: float | None = None,
+        max_entries: int = 1_000_000,
+        timer: Timer = time.monotonic,
+        prefetch_max_entries: int = 200_000,
+    ) -> None:
+        self.inner = inner
+        self.attr_ttl = attr_ttl
+        self.dir_ttl = dir_ttl
+        neg_ttl = attr_ttl if negative_ttl is None else negative_ttl
+        size = max(1, max_entries)
+        self._attrs: _Counted = _Counted(size, max(attr_ttl, 1e-9), timer)
+        self._neg: _Counted = _Counted(max(1, size // 10), max(neg_ttl, 1e-9), timer)
+        self._links: _Counted = _Counted(max(1, size // 10), max(attr_ttl, 1e-9), timer)
+        self._dirs: _Counted = _Counted(
+            size, max(dir_ttl, 1e-9), timer, getsizeof=lambda v: len(v.entries) + 1
+        )
+        self._enabled_attr = attr_ttl > 0
+        self._enabled_dir = dir_ttl > 0
+        self._enabled_neg = neg_ttl > 0
+        self._gen: dict[bytes, int] = {}
+        self._epoch = 0
+        self.stats = CacheStats()
+        self.listeners: list[Listener] = []
+        self.prefetch_max_entries = prefetch_max_entries
+
+    # -- bookkeeping -----------------------------------------------------------------
+
+    def _generation(self, directory: bytes) -> tuple[int, int]:
+        return (self._epoch, self._gen.get(directory, 0))
+
+    def _bump(self, directory: bytes) -> None:
+        self._gen[directory] = self._gen.get(directory, 0) + 1
+        if len(self._gen) > 100_000:  # only equality matters; old counters can go
+            self._gen.clear()
+            self._epoch += 1
+
+    def _learn(self, path: bytes, attrs: Attrs) -> None:
+        """Install fresh attributes everywhere they are cached."""
+        if self._enabled_attr:
+            self._attrs[path] = attrs
+        self._neg.pop(path, None)
+        if path == b"/":
+            return
+        parent, name = split(path)
+        listing = self._dirs.get(parent)
+        if listing is not None:
+            old = listing.entries.get(name)
+            listing.entries[name] = Entry(name, attrs, old.target if old else None)
+            listing.dirty.discard(name)
+
+    def _mark(self, path: bytes) -> None:
+        """Attributes of ``path`` changed (or it may now exist): re-fetch before trusting."""
+        self._attrs.pop(path, None)
+        self._neg.pop(path, None)
+        self._links.pop(path, None)
+        if path == b"/":
+            return
+        parent, name = split(path)
+        self._bump(parent)
+        listing = self._dirs.get(parent)
+        if listing is not None:
+            listing.dirty.add(name)
+
+    def _gone(self, path: bytes) -> None:
+        """``path`` no longer exists (unlink, rmdir, rename source)."""
+        self._drop_subtree(path)
+        parent, name = split(path)
+        self._bump(parent)
+        self._attrs.pop(parent, None)  # its mtime and nlink changed
+        listing = self._dirs.get(parent)
+        if listing is not None:
+            listing.entries.pop(name, None)
+            listing.dirty.discard(name)
+        if self._enabled_neg:
+            self._neg[path] = _MISSING
+
+    def _drop_subtree(self, root: bytes) -> None:
+        for cache in (self._attrs, self._neg, self._links, self._dirs):
+            for key in [k for k in list(cache.keys()) if _within(k, root)]:
+                cache.pop(key, None)
+        for key in [k for k in self._gen if _within(k, root)]:
+            self._gen[key] += 1
+
+    def invalidate(self, path: bytes | None = None, notify: bool = True) -> None:
+        """Drop everything (``None``) or one subtree, and (``notify``) tell the listeners."""
+        if path is None or path == b"/":
+            for cache in (self._attrs, self._neg, self._links, self._dirs):
+                cache.clear()
+            self._gen.clear()
+            self._epoch += 1
+            path = None
+        else:
+            self._drop_subtree(path)
+            parent, name = split(path)
+            listing = self._dirs.get(parent)
+            if listing is not None:
+                listing.dirty.add(name)
+        for listener in list(self.listeners) if notify else ():
+            listener(path)
+
+    def counts(self) -> dict[str, int]:
+        listed = sum(len(v.entries) for v in self._dirs.values())
+        return {
+            "attr_entries": len(self._attrs),
+            "dir_listings": len(self._dirs),
+            "listed_entries": listed,
+            "negative_entries": len(self._neg),
+            "entries": len(self._attrs) + listed + len(self._neg),
+            "hits": self.stats.hits,
+            "misses": self.stats.misses,
+            "evictions": self._attrs.evictions + self._dirs.evictions + self._neg.evictions,
+        }
+
+    def cached_listing(self, path: bytes) -> bool:
+        return path in self._dirs
+
+    # -- reads -----------------------------------------------------------------------
+
+    def _cached_attrs(self, path: bytes) -> Attrs | None | object:
+        attrs: Attrs | None = self._attrs.get(path)
+        if attrs is not None:
+            return attrs
+        if path in self._neg:
+            return _MISSING
+        if path != b"/":
+            parent, name = split(path)
+            listing = self._dirs.get(parent)
+            if listing is not None and name not in listing.dirty:
+                entry = listing.entries.get(name)
+                # a listing is authoritative for its names within its TTL
+                return entry.attrs if entry is not None else _MISSING
+        return None
+
+    async def lstat(self, path: bytes) -> Attrs:
+        cached = self._cached_attrs(path)
+        if cached is _MISSING:
+            self.stats.hits += 1
+            raise fs_error(errno.ENOENT, path)
+        if isinstance(cached, Attrs):
+            self.stats.hits += 1
+            return cached
+        self.stats.misses += 1
+        gen = self._generation(split(path)[0])
+        try:
+            attrs = await self.inner.lstat(path)
+        except FileNotFoundError:
+            if self._enabled_neg and gen == self._generation(split(path)[0]):
+                self._neg[path] = _MISSING
+                parent, name = split(path)
+                listing = self._dirs.get(parent)
+                if listing is not None:
+                    listing.entries.pop(name, None)
+                    listing.dirty.discard(name)
+            raise
+        if gen == self._generation(split(path)[0]):
+            self._learn(path, attrs)
+        return attrs
+
+    async def stat(self, path: bytes) -> Attrs:
+        return await self.inner.stat(path)
+
+    async def readdir(self, path: bytes) -> list[Entry]:
+        listing = self._dirs.get(path) if self._enabled_dir else None
+        if listing is not None:
+            self.stats.hits += 1
+            if listing.dirty:
+                await self._refresh_dirty(path, listing)
+            return list(listing.entries.values())
+        self.stats.misses += 1
+        gen = self._generation(path)
+        entries = await self.inner.readdir(path)
+        if gen == self._generation(path):
+            self._install(path, entries)
+        return entries
+
+    def _install(self, path: bytes, entries: list[Entry]) -> None:
+        if self._enabled_dir:
+            self._dirs[path] = Listing({e.name: e for e in entries})
+        if self._enabled_attr:
+            for e in entries:
+                child = join(path, e.name)
+                self._attrs[child] = e.attrs
+                self._neg.pop(child, None)
+                if e.target is not None:
+                    self._links[child] = e.target
+
+    async def _refresh_dirty(self, path: bytes, listing: Listing) -> None:
+        names = list(listing.dirty)
+        limiter = trio.Semaphore(REFRESH_PARALLEL)
+
+        async def one(name: bytes) -> None:
+            async with limiter:
+                try:
+                    await self.lstat(join(path, name))  # installs or removes the entry
+                except FileNotFoundError:
+                    pass
+
+        async with trio.open_nursery() as nursery:
+            for name in names:
+                nursery.start_soon(one, name)
+
+    async def readlink(self, path: bytes) -> bytes:
+        target = self._links.get(path)
+        if target is not None:
+            self.stats.hits += 1
+            return bytes(target)
+        self.stats.misses += 1
+        target = await self.inner.readlink(path)
+        if self._enabled_attr:
+            self._links[path] = target
+        return target
+
+    async def statfs(self, path: bytes) -> StatFs:
+        return await self.inner.statfs(path)
+
+    async def tree(self, path: bytes, max_entries: int) -> dict[bytes, list[Entry]] | None:
+        return await self.inner.tree(path, max_entries)
+
+    async def prefetch(self, path: bytes) -> int:
+        """Fetch a whole subtree's listings in one backend call; the number of entries
+        cached, or -1 when the backend cannot (no exec channel) or the tree is too big."""
+        gen = self._generation(path)
+        listings = await self.inner.tree(path, self.prefetch_max_entries)
+        if listings is None:
+            return -1
+        if gen != self._generation(path):
+            return 0
+        for directory, entries in listings.items():
+            self._install(directory, entries)
+        return sum(len(v) for v in listings.values())
+
+    # -- mutations -------------------------------------------------------------------
+
+    async def open(self, path: bytes, flags: int, mode: int = 0o644) -> VFSFile:
+        changes = bool(flags & (os.O_CREAT | os.O_TRUNC))
+        if changes:
+            self._mark(path)
+        file = await self.inner.open(path, flags, mode)
+        if changes:
+            self._mark(path)
+            self._attrs.pop(split(path)[0], None)
+        return CachedFile(self, file)
+
+    async def mkdir(self, path: bytes, mode: int = 0o755) -> None:
+        self._mark(path)
+        try:
+            await self.inner.mkdir(path, mode)
+        finally:
+            self._mark(path)
+            self._attrs.pop(split(path)[0], None)
+
+    async def rmdir(self, path: bytes) -> None:
+        await self.inner.rmdir(path)
+        self._gone(path)
+
+    async def unlink(self, path: bytes) -> None:
+        await self.inner.unlink(path)
+        self._gone(path)
+
+    async def rename(self, old: bytes, new: bytes) -> None:
+        known = self._attrs.get(old)
+        self._mark(new)
+        try:
+            await self.inner.rename(old, new)
+        except BaseException:
+            self._mark(new)
+            raise
+        self._gone(old)
+        self._drop_subtree(new)
+        self._mark(new)
+        self._attrs.pop(split(new)[0], None)
+        if known is not None:
+            self._learn(new, known)  # a rename changes the name, not the attributes
+
+    async def symlink(self, target: bytes, path: bytes) -> None:
+        self._mark(path)
+        try:
+            await self.inner.symlink(target, path)
+        finally:
+            self._mark(path)
+            self._attrs.pop(split(path)[0], None)
+
+    async def link(self, existing: bytes, new: bytes) -> None:
+        self._mark(new)
+        try:
+            await self.inner.link(existing, new)
+        finally:
+            self._mark(new)
+            self._mark(existing)  # its link count changed
+            self._attrs.pop(split(new)[0], None)
+
+    async def _changed(self, path: bytes) -> None:
+        """After a setattr: fetch the truth once so every cache holds it."""
+        self._mark(path)
+        gen = self._generation(split(path)[0])
+        try:
+            attrs = await self.inner.lstat(path)
+        except OSError:
+            return
+        if gen == self._generation(split(path)[0]):  # not renamed or removed meanwhile
+            self._learn(path, attrs)
+
+    async def chmod(self, path: bytes, mode: int) -> None:
+        try:
+            await self.inner.chmod(path, mode)
+        finally:
+            await self._changed(path)
+
+    async def chown(self, path: bytes, uid: int, gid: int) -> None:
+        try:
+            await self.inner.chown(path, uid, gid)
+        finally:
+            await self._changed(path)
+
+    async def truncate(self, path: bytes, size: int) -> None:
+        try:
+            await self.inner.truncate(path, size)
+        finally:
+            await self._changed(path)
+
+    async def utimens(self, path: bytes, atime_ns: int, mtime_ns: int) -> None:
+        try:
+            await self.inner.utimens(path, atime_ns, mtime_ns)
+        finally:
+            await self._changed(path)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+class CachedFile:
+    """An open file whose writes keep the caches honest."""
+
+    def __init__(self, vfs: CachingVFS, inner: VFSFile) -> None:
+        self._vfs = vfs
+        self._inner = inner
+        self._written = False
+
+    @property
+    def path(self) -> bytes:
+        return self._inner.path
+
+    def _touch(self) -> None:
+        self._written = True
+        self._vfs._mark(self._inner.path)
+
+    async def read(self, offset: int, size: int) -> bytes:
+        return await self._inner.read(offset, size)
+
+    async def write(self, offset: int, data: bytes) -> int:
+        self._touch()
+        return await self._inner.write(offset, data)
+
+    async def truncate(self, size: int) -> None:
+        self._touch()
+        await self._inner.truncate(size)
+
+    async def fstat(self) -> Attrs:
+        return await self._inner.fstat()
+
+    async def flush(self) -> None:
+        await self._inner.flush()
+
+    async def fsync(self) -> None:
+        await self._inner.fsync()
+
+    async def close(self) -> None:
+        try:
+            await self._inner.close()
+        finally:
+            if self._written:
+                await self._vfs._changed(self._inner.path)

@@ -1,0 +1,202 @@
+"""CachingVFS over LocalVFS with an injected clock: TTLs, coherence, invalidation, bounds."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from sshvfs.vfs.cached import CachingVFS
+from sshvfs.vfs.local import LocalVFS
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Counting:
+    """A VFS proxy that counts calls reaching the backend."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if callable(attr):
+
+            async def call(*a: Any, **kw: Any) -> Any:
+                self.calls[name] += 1
+                return await attr(*a, **kw)
+
+            return call
+        return attr
+
+
+@pytest.fixture
+def setup(workdir: str) -> Iterator[tuple[CachingVFS, Counting, Clock, str]]:
+    clock = Clock()
+    backend = Counting(LocalVFS(workdir))
+    cache = CachingVFS(backend, attr_ttl=30, dir_ttl=30, timer=clock, max_entries=1000)
+    yield cache, backend, clock, workdir
+
+
+def touch(root: str, rel: str, data: bytes = b"") -> None:
+    path = os.path.join(root, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+async def test_listing_answers_stats_and_missing_names(setup: Any) -> None:
+    cache, backend, clock, root = setup
+    for i in range(5):
+        touch(root, f"d/f{i}", b"x" * i)
+    names = sorted(e.name for e in await cache.readdir(b"/d"))
+    assert names == [b"f0", b"f1", b"f2", b"f3", b"f4"]
+    assert (await cache.lstat(b"/d/f3")).size == 3
+    with pytest.raises(FileNotFoundError):
+        await cache.lstat(b"/d/nope")
+    assert backend.calls["lstat"] == 0 and backend.calls["readdir"] == 1
+    await cache.readdir(b"/d")
+    assert backend.calls["readdir"] == 1
+    assert cache.counts()["hits"] >= 3
+
+
+async def test_stale_within_ttl_fresh_after(setup: Any) -> None:
+    cache, backend, clock, root = setup
+    touch(root, "d/a")
+    await cache.readdir(b"/d")
+    touch(root, "d/b")  # changed behind the cache's back
+    os.unlink(os.path.join(root, "d", "a"))
+    assert [e.name for e in await cache.readdir(b"/d")] == [b"a"]  # stale, by design
+    assert (await cache.lstat(b"/d/a")).size == 0
+    clock.now += 31
+    assert [e.name for e in await cache.readdir(b"/d")] == [b"b"]
+    with pytest.raises(FileNotFoundError):
+        await cache.lstat(b"/d/a")
+
+
+async def test_invalidate_subtree_keeps_others(setup: Any) -> None:
+    cache, backend, clock, root = setup
+    touch(root, "one/x")
+    touch(root, "one/sub/y")
+    touch(root, "two/z")
+    for d in (b"/one", b"/one/sub", b"/two"):
+        await cache.readdir(d)
+    seen: list[bytes | None] = []
+    cache.listeners.append(seen.append)
+    touch(root, "one/sub/new")
+    touch(root, "two/new")
+    cache.invalidate(b"/one")
+    assert seen == [b"/one"]
+    assert b"new" in [e.name for e in await cache.readdir(b"/one/sub")]
+    assert b"new" not in [e.name for e in await cache.readdir(b"/two")]
+    cache.invalidate(None)
+    assert b"new" in [e.name for e in await cache.readdir(b"/two")]
+    assert seen == [b"/one", None]
+
+
+async def test_own_changes_are_visible_at_once(setup: Any) -> None:
+    cache, backend, clock, root = setup
+    touch(root, "d/keep", b"1")
+    await cache.readdir(b"/d")
+    f = await cache.open(b"/d/new", os.O_WRONLY | os.O_CREAT, 0o644)
+    await f.write(0, b"hello")
+    assert (await cache.lstat(b"/d/new")).size == 5  # while still open
+    await f.close()
+    assert {e.name: e.size for e in await cache.readdir(b"/d")} == {b"keep": 1, b"new": 5}
+    await cache.rename(b"/d/new", b"/d/renamed")
+    names = [e.name for e in await cache.readdir(b"/d")]
+    assert sorted(names) == [b"keep", b"renamed"]
+    with pytest.raises(FileNotFoundError):
+        await cache.lstat(b"/d/new")
+    assert (await cache.lstat(b"/d/renamed")).size == 5
+    await cache.chmod(b"/d/renamed", 0o600)
+    entry = {e.name: e for e in await cache.readdir(b"/d")}[b"renamed"]
+    assert entry.attrs.mode & 0o777 == 0o600
+    await cache.truncate(b"/d/renamed", 2)
+    assert {e.name: e.size for e in await cache.readdir(b"/d")}[b"renamed"] == 2
+    await cache.utimens(b"/d/renamed", 10**9, 2 * 10**9)
+    assert (await cache.lstat(b"/d/renamed")).mtime_ns == 2 * 10**9
+    await cache.unlink(b"/d/renamed")
+    assert [e.name for e in await cache.readdir(b"/d")] == [b"keep"]
+    await cache.mkdir(b"/d/sub")
+    await cache.symlink(b"keep", b"/d/ln")
+    await cache.link(b"/d/keep", b"/d/hard")
+    assert sorted(e.name for e in await cache.readdir(b"/d")) == [b"hard", b"keep", b"ln", b"sub"]
+    assert (await cache.lstat(b"/d/keep")).nlink == 2
+    assert await cache.readlink(b"/d/ln") == b"keep"
+    await cache.rmdir(b"/d/sub")
+    with pytest.raises(OSError) as e:
+        await cache.lstat(b"/d/sub")
+    assert e.value.errno == errno.ENOENT
+
+
+async def test_rename_directory_moves_cached_children(setup: Any) -> None:
+    cache, backend, clock, root = setup
+    touch(root, "a/inner/file", b"abc")
+    await cache.readdir(b"/a")
+    await cache.readdir(b"/a/inner")
+    await cache.rename(b"/a", b"/b")
+    assert [e.name for e in await cache.readdir(b"/b/inner")] == [b"file"]
+    with pytest.raises(FileNotFoundError):
+        await cache.readdir(b"/a/inner")
+    with pytest.raises(FileNotFoundError):
+        await cache.lstat(b"/a/inner/file")
+
+
+async def test_negative_cache_and_creation(setup: Any) -> None:
+    cache, backend, clock, root = setup
+    with pytest.raises(FileNotFoundError):
+        await cache.lstat(b"/ghost")
+    with pytest.raises(FileNotFoundError):
+        await cache.lstat(b"/ghost")
+    assert backend.calls["lstat"] == 1
+    f = await cache.open(b"/ghost", os.O_WRONLY | os.O_CREAT)
+    await f.close()
+    assert (await cache.lstat(b"/ghost")).size == 0
+
+
+async def test_bounded_with_lru_eviction(workdir: str) -> None:
+    clock = Clock()
+    cache = CachingVFS(LocalVFS(workdir), timer=clock, max_entries=50)
+    for i in range(120):
+        touch(workdir, f"f{i}")
+    for i in range(120):
+        await cache.lstat(f"/f{i}".encode())
+    counts = cache.counts()
+    assert counts["attr_entries"] <= 50
+    assert counts["evictions"] >= 70
+
+
+async def test_cache_off_always_asks(workdir: str) -> None:
+    backend = Counting(LocalVFS(workdir))
+    cache = CachingVFS(backend, attr_ttl=0, dir_ttl=0, negative_ttl=0)
+    touch(workdir, "x")
+    for _ in range(3):
+        await cache.lstat(b"/x")
+        await cache.readdir(b"/")
+    assert backend.calls["lstat"] == 3 and backend.calls["readdir"] == 3
+
+
+async def test_prefetch_fills_listings(setup: Any) -> None:
+    cache, backend, clock, root = setup
+    for i in range(10):
+        touch(root, f"t/d{i % 3}/f{i}")
+    count = await cache.prefetch(b"/t")
+    assert count == 13
+    calls = backend.calls["readdir"]
+    for d in (b"/t", b"/t/d0", b"/t/d1", b"/t/d2"):
+        await cache.readdir(d)
+    assert backend.calls["readdir"] == calls
+    assert (await cache.lstat(b"/t/d1/f4")).size == 0
+    assert backend.calls["lstat"] == 0
