@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 import pyfuse3
 import trio
 
+from . import __version__
 from .config import MountOptions, Target
 from .errors import UserError
-from . import __version__
 from .fuse.control import ControlState
 from .fuse.operations import Operations, Timeouts
 from .ssh.bridge import Bridge
