@@ -180,7 +180,7 @@ class CachingVFS:
             listener(path)
 
     def counts(self) -> dict[str, int]:
-        listed = sum(len(v.entries) for v in self._dirs.values())
+        listed = self._dirs.currsize - len(self._dirs)
         return {
             "attr_entries": len(self._attrs),
             "dir_listings": len(self._dirs),
@@ -198,11 +198,6 @@ class CachingVFS:
     # -- reads -----------------------------------------------------------------------
 
     def _cached_attrs(self, path: bytes) -> Attrs | None | object:
-        attrs: Attrs | None = self._attrs.get(path)
-        if attrs is not None:
-            return attrs
-        if path in self._neg:
-            return _MISSING
         if path != b"/":
             parent, name = split(path)
             listing = self._dirs.get(parent)
@@ -210,6 +205,11 @@ class CachingVFS:
                 entry = listing.entries.get(name)
                 # a listing is authoritative for its names within its TTL
                 return entry.attrs if entry is not None else _MISSING
+        attrs: Attrs | None = self._attrs.get(path)
+        if attrs is not None:
+            return attrs
+        if path in self._neg:
+            return _MISSING
         return None
 
     async def lstat(self, path: bytes) -> Attrs:
@@ -255,15 +255,14 @@ class CachingVFS:
         return entries
 
     def _install(self, path: bytes, entries: list[Entry]) -> None:
+        """Cache a listing. Its entries answer lstat through the listing itself (not copied
+        into the attribute cache: that would double the memory of a huge directory)."""
         if self._enabled_dir:
             self._dirs[path] = Listing({e.name: e for e in entries})
         if self._enabled_attr:
             for e in entries:
-                child = join(path, e.name)
-                self._attrs[child] = e.attrs
-                self._neg.pop(child, None)
                 if e.target is not None:
-                    self._links[child] = e.target
+                    self._links[join(path, e.name)] = e.target
 
     async def _refresh_dirty(self, path: bytes, listing: Listing) -> None:
         names = list(listing.dirty)
