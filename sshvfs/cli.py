@@ -26,6 +26,9 @@ sshvfs [user@]host:[path] MOUNTPOINT [-p PORT] [-F SSH_CONFIG] [-o opt[,opt...]]
        sshvfs demo [MOUNTPOINT] [--serve DIR] [--once]
        sshvfs status MOUNTPOINT [--json]
        sshvfs invalidate MOUNTPOINT [PATH]
+       sshvfs follow MOUNTPOINT -- ssh host
+       sshvfs cwd MOUNTPOINT [--watch]
+       sshvfs shell-hook bash|zsh|fish
        sshvfs (no arguments: the demo)"""
 
 
@@ -292,12 +295,67 @@ def cmd_status(argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_follow(argv: Sequence[str]) -> int:
+    argv = list(argv)
+    if "--" in argv:
+        cut = argv.index("--")
+        own, command = argv[:cut], argv[cut + 1 :]
+    else:
+        own, command = argv[:1], argv[1:]
+    p = _Parser(
+        prog="sshvfs follow",
+        usage="sshvfs follow MOUNTPOINT [--no-prompt-fallback] -- COMMAND [ARGS...]",
+        description="Run COMMAND (e.g. ssh host) in a terminal and publish the remote "
+        "shell's directory in MOUNTPOINT/.sshvfs/cwd and .sshvfs/here.",
+    )
+    p.add_argument("mountpoint")
+    p.add_argument(
+        "--no-prompt-fallback",
+        action="store_true",
+        help="only trust OSC 7, never guess the directory from the prompt",
+    )
+    args = p.parse_args(own)
+    from .follow.pty import follow
+
+    return follow(args.mountpoint, command, prompt_fallback=not args.no_prompt_fallback)
+
+
+def cmd_cwd(argv: Sequence[str]) -> int:
+    p = _Parser(prog="sshvfs cwd", description="Print the directory a followed terminal is in.")
+    p.add_argument("mountpoint")
+    p.add_argument("--watch", action="store_true", help="print each change until interrupted")
+    args = p.parse_args(argv)
+    from .follow.pty import watch_cwd
+
+    return watch_cwd(args.mountpoint, args.watch)
+
+
+def cmd_shell_hook(argv: Sequence[str]) -> int:
+    p = _Parser(
+        prog="sshvfs shell-hook",
+        description="Print the shell hook that reports the working directory at every "
+        "prompt, for eval in the remote shell's rc file.",
+    )
+    p.add_argument("shell", help="bash, zsh or fish")
+    args = p.parse_args(argv)
+    from .follow.hooks import hook_text
+
+    try:
+        sys.stdout.write(hook_text(args.shell))
+    except ValueError as exc:
+        raise UserError(str(exc), 2) from None
+    return 0
+
+
 COMMANDS = {
     "umount": cmd_umount,
     "unmount": cmd_umount,
     "demo": cmd_demo,
     "invalidate": cmd_invalidate,
     "status": cmd_status,
+    "follow": cmd_follow,
+    "cwd": cmd_cwd,
+    "shell-hook": cmd_shell_hook,
 }
 
 

@@ -150,6 +150,7 @@ class Mount:
             "host": self.target.host,
             "port": conn.port if conn else None,
             "remote_root": os.fsdecode(conn.root) if conn else None,
+            "remote_home": os.fsdecode(conn.home) if conn else None,
             "mountpoint": self.mountpoint,
             "state": "connected" if conn else "disconnected",
             "reconnects": 0,

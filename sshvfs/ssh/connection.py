@@ -92,6 +92,8 @@ class Connection:
     root: bytes
     host: str
     port: int
+    #: the login directory (what ``~`` means in the remote shell)
+    home: bytes = b""
 
     async def run(
         self, command: bytes, timeout: float | None = None
@@ -207,6 +209,7 @@ async def connect(target: Target, opts: MountOptions) -> Connection:
         conn.close()
         raise UserError(f"{where} offers no SFTP subsystem: {exc}") from exc
     try:
+        home = await sftp.realpath(b".")
         root = await sftp.realpath(target.path or b".")
         attrs = await sftp.stat(root)
     except asyncssh.SFTPError as exc:
@@ -217,6 +220,6 @@ async def connect(target: Target, opts: MountOptions) -> Connection:
     ):
         conn.close()
         raise UserError(f"remote path '{os.fsdecode(target.path)}' is not a directory")
-    assert isinstance(root, bytes)
+    assert isinstance(root, bytes) and isinstance(home, bytes)
     log.info("connected to %s, remote root %s", where, os.fsdecode(root))
-    return Connection(conn=conn, sftp=sftp, root=root, host=target.host, port=port)
+    return Connection(conn=conn, sftp=sftp, root=root, host=target.host, port=port, home=home)

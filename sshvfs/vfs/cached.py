@@ -180,7 +180,7 @@ class CachingVFS:
             listener(path)
 
     def counts(self) -> dict[str, int]:
-        listed = self._dirs.currsize - len(self._dirs)
+        listed = int(self._dirs.currsize) - len(self._dirs)
         return {
             "attr_entries": len(self._attrs),
             "dir_listings": len(self._dirs),
