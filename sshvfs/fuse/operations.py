@@ -289,7 +289,9 @@ class Operations(pyfuse3.Operations):
 
     @guard
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        raise pyfuse3.FUSEError(errno.ENOTSUP)
+        # ENOSYS makes the kernel answer EOPNOTSUPP (= ENOTSUP) itself from now on: `ls -l`
+        # asks for ACL/SELinux attributes of every file and would cost a trip to us each
+        raise pyfuse3.FUSEError(errno.ENOSYS)
 
     @guard
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:

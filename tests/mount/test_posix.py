@@ -331,3 +331,17 @@ def test_setattr_on_symlink_never_touches_its_target(
     os.chown(os.path.join(mnt, "out-link"), os.getuid(), os.getgid(), follow_symlinks=False)
     assert os.stat(outside).st_mtime == 1_000_000
     assert os.lstat(os.path.join(remote, "out-link")).st_mtime == 2 * 10**9
+
+
+def test_xattrs_unsupported_without_round_trips(module_mount: tuple[str, MountProcess]) -> None:
+    _, mnt = fresh(module_mount)
+    path = os.path.join(mnt, "plain")
+    open(path, "w").close()
+    for _ in range(2):  # the second time the kernel answers by itself
+        with pytest.raises(OSError) as e:
+            os.getxattr(path, "user.test")
+        assert e.value.errno == errno.ENOTSUP
+    assert os.listxattr(path) == []
+    with pytest.raises(OSError) as e:
+        os.setxattr(path, "user.test", b"v")
+    assert e.value.errno == errno.ENOTSUP
