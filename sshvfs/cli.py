@@ -17,14 +17,16 @@ from collections.abc import Sequence
 from . import __version__
 from .config import OPTIONS, MountOptions, apply_options, parse_target
 from .errors import UserError
+from .unsupported import UNSUPPORTED
 
 log = logging.getLogger("sshvfs")
 
 USAGE = """\
-sshvfs [user@]host:[path] MOUNTPOINT [-p PORT] [-F SSH_CONFIG] [-o opt[,opt...]]... [-f] [-d]
+sshvfs [user@]host:[path] MOUNTPOINT [-p PORT] [-F SSH_CONFIG] [-C] [-o opt[,opt...]]...
+                                            [-f] [-d] [-v] [-s]
        sshvfs umount MOUNTPOINT [-z]
        sshvfs demo [MOUNTPOINT] [--serve DIR] [--once]
-       sshvfs status MOUNTPOINT [--json]
+       sshvfs status MOUNTPOINT [--watch] [--interval S] [--json]
        sshvfs invalidate MOUNTPOINT [PATH]
        sshvfs follow MOUNTPOINT -- ssh host
        sshvfs cwd MOUNTPOINT [--watch]
@@ -44,7 +46,32 @@ def _options_help() -> str:
         default = "" if opt.default in (None, False) else f" [default: {opt.default}]"
         choices = f" ({'|'.join(opt.choices)})" if opt.choices else ""
         lines.append(f"  {opt.name}{value}{choices}: {opt.help}{default}")
+    ignored = sorted(
+        (n for n, u in UNSUPPORTED.items() if u.action != "reject" and "=" not in n),
+        key=str.lower,
+    )
+    refused = []
+    for name in sorted((n for n, u in UNSUPPORTED.items() if u.action == "reject"), key=str.lower):
+        fine = [
+            k for k, u in UNSUPPORTED.items() if k.startswith(name + "=") and u.action != "reject"
+        ]
+        refused.append(f"{name} (except {', '.join(fine)})" if fine else name)
+    lines += [
+        "",
+        "sshfs/ssh options accepted and ignored (most with a warning in the log):",
+        _wrap(ignored),
+        "sshfs options refused (the mount fails and says why):",
+        _wrap(refused),
+        "fstab words (_netdev, noauto, nofail, defaults, x-systemd.*, comment=...) are ignored.",
+        "logging: -d debug log to stderr; otherwise stderr (-f) or syslog, or -o logfile=PATH.",
+    ]
     return "\n".join(lines)
+
+
+def _wrap(names: list[str]) -> str:
+    import textwrap
+
+    return textwrap.fill(", ".join(names), 92, initial_indent="  ", subsequent_indent="  ")
 
 
 def mount_parser() -> argparse.ArgumentParser:
@@ -59,36 +86,63 @@ def mount_parser() -> argparse.ArgumentParser:
     p.add_argument("mountpoint")
     p.add_argument("-p", "--port", type=int, help="SSH port")
     p.add_argument("-F", dest="ssh_config", help="ssh_config file")
-    p.add_argument("-o", dest="options", action="append", default=[], metavar="OPT")
+    p.add_argument(
+        "-o",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="OPT",
+        help="mount options, comma-separated (below)",
+    )
+    p.add_argument("-C", dest="compression", action="store_true", help="as -o Compression=yes")
     p.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
     p.add_argument("-d", "--debug", action="store_true", help="debug log to stderr (implies -f)")
-    p.add_argument("--version", action="version", version=f"sshvfs {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log connection events too")
+    p.add_argument(
+        "-s", dest="single", action="store_true", help="accepted for sshfs (always one thread)"
+    )
+    p.add_argument("-1", dest="protocol1", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("-V", "--version", action="version", version=f"sshvfs {__version__}")
     p.add_argument("--notify-fd", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--sloppy", action="store_true", help=argparse.SUPPRESS)
     return p
 
 
-def setup_logging(debug: bool, foreground: bool, logfile: str | None) -> None:
+def setup_logging(
+    debug: bool, foreground: bool, logfile: str | None, verbose: bool = False
+) -> None:
+    """``-d``: everything to stderr. Otherwise a ``logfile`` if given, else stderr in the
+    foreground (warnings; ``-v`` adds information), else syslog/journald via /dev/log.
+    Nothing here or below logs secrets: there are no passwords, and keys are only paths."""
     root = logging.getLogger()
     root.handlers.clear()
-    level = logging.DEBUG if debug else logging.INFO
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    handler: logging.Handler
+    handlers: list[logging.Handler] = []
     if logfile:
-        handler = logging.FileHandler(logfile)
-    elif foreground:
-        handler = logging.StreamHandler(sys.stderr)
-        if not debug:
-            level = logging.WARNING
-    elif os.path.exists("/dev/log"):
-        handler = logging.handlers.SysLogHandler(address="/dev/log")
-        fmt = "sshvfs[%(process)d]: %(levelname)s %(name)s: %(message)s"
-    else:
-        handler = logging.NullHandler()
-    handler.setFormatter(logging.Formatter(fmt))
-    root.addHandler(handler)
-    root.setLevel(level)
+        try:
+            handlers.append(logging.FileHandler(logfile))
+        except OSError as exc:
+            raise UserError(f"cannot open log file {logfile}: {exc.strerror}") from exc
+    if debug or (foreground and not logfile):
+        stderr = logging.StreamHandler(sys.stderr)
+        stderr.setLevel(logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING)
+        handlers.append(stderr)
+    if not handlers:
+        if os.path.exists("/dev/log"):
+            syslog = logging.handlers.SysLogHandler(address="/dev/log")
+            syslog.setFormatter(
+                logging.Formatter("sshvfs[%(process)d]: %(levelname)s %(name)s: %(message)s")
+            )
+            handlers.append(syslog)
+        else:
+            handlers.append(logging.NullHandler())
+    for handler in handlers:
+        if handler.formatter is None:
+            handler.setFormatter(logging.Formatter(fmt))
+        root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
     if not debug:
-        logging.getLogger("asyncssh").setLevel(logging.WARNING)
+        logging.getLogger("asyncssh").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def _notify(fd: int | None, message: str) -> None:
@@ -133,25 +187,47 @@ def _spawn_background(argv: Sequence[str], timeout: float) -> int:
     raise UserError("the sshvfs daemon did not report a mount (run with -f -d to see why)")
 
 
+def parse_mount_options(args: argparse.Namespace) -> MountOptions:
+    """``-o`` lists and the short options onto one :class:`MountOptions`."""
+    if args.protocol1:
+        raise UserError("-1: SSH protocol 1 is not supported", 2)
+    opts = apply_options(MountOptions(), args.options, sloppy=args.sloppy)
+    if args.port is not None:
+        opts.port = args.port
+    if args.ssh_config:
+        opts.ssh_config = os.path.expanduser(args.ssh_config)
+    if args.compression:
+        opts.compression = "yes"
+    if opts.reconnect:
+        opts.warnings.append(
+            "reconnect is accepted but not implemented yet: a dropped connection needs a remount"
+        )
+    return opts
+
+
 def cmd_mount(argv: Sequence[str]) -> int:
     args = mount_parser().parse_args(argv)
     from .mount import Mount, check_mountpoint
 
     try:
         target = parse_target(args.remote)
-        opts = apply_options(MountOptions(), args.options)
-        if args.port is not None:
-            opts.port = args.port
-        if args.ssh_config:
-            opts.ssh_config = os.path.expanduser(args.ssh_config)
+        opts = parse_mount_options(args)
         mountpoint = check_mountpoint(args.mountpoint)
     except UserError as exc:
         _notify(args.notify_fd, f"error: {exc}")
         raise
     foreground = args.foreground or args.debug
     if not foreground:
+        for warning in opts.warnings:  # the daemon logs them too, where nobody may look
+            print(f"sshvfs: warning: {warning}", file=sys.stderr)
         return _spawn_background(list(argv), opts.connect_timeout + 60)
-    setup_logging(args.debug, args.notify_fd is None, opts.logfile)
+    try:
+        setup_logging(args.debug, args.notify_fd is None, opts.logfile, args.verbose)
+    except UserError as exc:
+        _notify(args.notify_fd, f"error: {exc}")
+        raise
+    for warning in opts.warnings:
+        log.warning("%s", warning)
     mount = Mount(target, mountpoint, opts)
     mount.on_ready = lambda: _notify(args.notify_fd, "ok")
     try:
@@ -199,10 +275,9 @@ def cmd_demo(argv: Sequence[str]) -> int:
 
 
 def _control_file(mountpoint: str, name: str) -> str:
-    path = os.path.join(mountpoint, ".sshvfs", name)
-    if not os.path.exists(path):
-        raise UserError(f"{mountpoint} is not an sshvfs mount (no .sshvfs/{name})")
-    return path
+    from .statusview import control_file
+
+    return control_file(mountpoint, name)
 
 
 def cmd_invalidate(argv: Sequence[str]) -> int:
@@ -236,63 +311,31 @@ def cmd_invalidate(argv: Sequence[str]) -> int:
     return 0
 
 
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
-def format_status(data: dict[str, object]) -> str:
-    lines = [
-        f"mount:      {data.get('mountpoint')} -> {data.get('host')}:{data.get('remote_root')}",
-        f"connection: {data.get('state')} (reconnects: {data.get('reconnects', 0)})",
-        f"uptime:     {data.get('uptime')} s, pid {data.get('pid')}",
-    ]
-    cache = data.get("cache")
-    if isinstance(cache, dict):
-        lines.append(
-            "cache:      {entries} entries ({dir_listings} listings), {hits} hits, "
-            "{misses} misses, {evictions} evictions".format(**cache)
-        )
-    else:
-        lines.append("cache:      off")
-    if data.get("cwd"):
-        lines.append(f"cwd:        {data['cwd']}")
-    if data.get("cwd_outside"):
-        lines.append(f"cwd:        {data['cwd_outside']} (outside the mount)")
-    transfers = data.get("transfers") or []
-    assert isinstance(transfers, list)
-    for t in transfers:
-        total = t.get("total")
-        done = t.get("bytes_done", 0)
-        of = f" of {_human_bytes(total)}" if total else ""
-        lines.append(
-            f"{t.get('direction', '?'):>5}  {t.get('path')}: {_human_bytes(done)}{of}"
-            f" at {_human_bytes(t.get('rate_bps') or 0)}/s"
-        )
-    return "\n".join(lines)
-
-
 def cmd_status(argv: Sequence[str]) -> int:
-    p = _Parser(prog="sshvfs status", description="Show a mount's connection, cache and transfers.")
+    p = _Parser(
+        prog="sshvfs status",
+        description="Show a mount's connection, cache figures and the file transfers in flight"
+        " (bytes, rate, ETA).",
+    )
     p.add_argument("mountpoint")
-    p.add_argument("--json", action="store_true", help="print the raw JSON")
+    p.add_argument("--json", action="store_true", help="print the raw JSON (one line per update)")
+    p.add_argument(
+        "-w", "--watch", action="store_true", help="redraw until Ctrl-C (plain lines when piped)"
+    )
+    p.add_argument(
+        "-n",
+        "--interval",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="seconds between updates with --watch [default: 1]",
+    )
     args = p.parse_args(argv)
-    import json
+    if not args.interval > 0:
+        raise UserError("--interval must be a positive number of seconds", 2)
+    from .statusview import show
 
-    control = _control_file(args.mountpoint, "status")
-    try:
-        with open(control, "rb") as f:
-            raw = f.read()
-    except OSError as exc:
-        raise UserError(f"cannot read {control}: {exc.strerror}") from exc
-    if args.json:
-        sys.stdout.write(raw.decode())
-        return 0
-    print(format_status(json.loads(raw)))
-    return 0
+    return show(args.mountpoint, args.watch, args.interval, args.json)
 
 
 def cmd_follow(argv: Sequence[str]) -> int:
@@ -368,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv[0] in ("-h", "--help"):
             mount_parser().print_help()
             return 0
-        if argv[0] == "--version":
+        if argv[0] in ("--version", "-V"):
             print(f"sshvfs {__version__}")
             return 0
         command = COMMANDS.get(argv[0])

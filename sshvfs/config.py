@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import UserError
+from .unsupported import UNSUPPORTED, Unsupported
 
 
 @dataclass(frozen=True)
@@ -45,11 +46,13 @@ def parse_target(spec: str) -> Target:
 @dataclass(frozen=True)
 class Option:
     name: str
-    kind: str  # flag | int | float | str | choice | path
+    kind: str  # flag | int | float | str | choice | path | octal
     default: Any
     help: str
     choices: tuple[str, ...] = ()
     attr: str = ""  # MountOptions field; defaults to the lower-cased name
+    #: a flag that turns its field off (``noreconnect``)
+    negate: bool = False
 
     @property
     def field_name(self) -> str:
@@ -122,6 +125,21 @@ OPTIONS: dict[str, Option] = {
         Option("entry_timeout", "float", None, "kernel name cache timeout (default attr_timeout)"),
         Option("cache_max_entries", "int", 1_000_000, "largest number of cached entries"),
         Option("logfile", "path", None, "write the log to this file"),
+        Option(
+            "listing",
+            "choice",
+            "auto",
+            "how directories are listed: auto (SFTP, one exec command for huge ones),"
+            " sftp (READDIR only), exec (one command each, SFTP when impossible)",
+            ("auto", "sftp", "exec"),
+        ),
+        Option(
+            "listing_threshold",
+            "int",
+            0,
+            "entries from which auto lists a directory with one exec command"
+            " (0: adaptive, from the measured cost of starting a remote command)",
+        ),
     ]
 }
 
@@ -150,6 +168,151 @@ IGNORED = frozenset(
         "big_writes",
         "kernel_cache",
         "auto_cache",
+    }
+)
+
+#: sshfs's and ssh_config's spellings that sshvfs implements beyond the ones above
+OPTIONS.update(
+    {
+        o.name: o
+        for o in [
+            Option(
+                "idmap",
+                "choice",
+                "none",
+                "user: files of the remote login user (the owner of the login directory)"
+                " show as the local user's, and chown to the local user maps back",
+                ("none", "user"),
+            ),
+            Option("uid", "int", None, "show every file as owned by this uid"),
+            Option("gid", "int", None, "show every file as owned by this gid"),
+            Option("umask", "octal", None, "permission bits masked out of what is shown (octal)"),
+            Option(
+                "follow_symlinks",
+                "flag",
+                False,
+                "show what symlinks point to instead of the links (dangling ones stay links)",
+            ),
+            Option(
+                "reconnect",
+                "flag",
+                False,
+                "reconnect when the connection drops (accepted; not acted upon yet)",
+            ),
+            Option("noreconnect", "flag", False, "do not reconnect", attr="reconnect", negate=True),
+            Option("dir_cache", "choice", "yes", "sshfs's cache", ("yes", "no"), attr="cache"),
+            Option("dcache_timeout", "float", 30.0, "sshfs's cache_timeout", attr="cache_timeout"),
+            Option(
+                "dcache_stat_timeout", "float", None, "sshfs's attr_timeout", attr="attr_timeout"
+            ),
+            Option(
+                "dcache_dir_timeout",
+                "float",
+                None,
+                "sshfs's dir_cache_timeout",
+                attr="dir_cache_timeout",
+            ),
+            Option(
+                "dcache_max_size",
+                "int",
+                1_000_000,
+                "sshfs's cache_max_entries",
+                attr="cache_max_entries",
+            ),
+            Option(
+                "negative_timeout",
+                "float",
+                None,
+                "how long a missing name is remembered (default attr_timeout)",
+            ),
+            Option(
+                "HostKeyAlgorithms",
+                "str",
+                None,
+                "host key algorithms, comma-separated",
+                attr="host_key_algorithms",
+            ),
+            Option("KexAlgorithms", "str", None, "key exchange algorithms", attr="kex_algorithms"),
+            Option("MACs", "str", None, "MAC algorithms, comma-separated", attr="macs"),
+            Option(
+                "PreferredAuthentications",
+                "str",
+                None,
+                "authentication methods in order",
+                attr="preferred_authentications",
+            ),
+            Option(
+                "PubkeyAuthentication",
+                "choice",
+                None,
+                "try public keys",
+                ("yes", "no"),
+                attr="pubkey_authentication",
+            ),
+            Option(
+                "PasswordAuthentication",
+                "choice",
+                None,
+                "allow password authentication (sshvfs has no password to give)",
+                ("yes", "no"),
+                attr="password_authentication",
+            ),
+            Option(
+                "KbdInteractiveAuthentication",
+                "choice",
+                None,
+                "allow keyboard-interactive authentication",
+                ("yes", "no"),
+                attr="kbd_interactive_authentication",
+            ),
+            Option(
+                "ProxyCommand",
+                "str",
+                None,
+                "command whose stdio is the connection",
+                attr="proxy_command",
+            ),
+            Option(
+                "HostKeyAlias",
+                "str",
+                None,
+                "name to look the host key up by",
+                attr="host_key_alias",
+            ),
+            Option(
+                "AddressFamily",
+                "choice",
+                None,
+                "IP version",
+                ("any", "inet", "inet6"),
+                attr="address_family",
+            ),
+            Option(
+                "BindAddress", "str", None, "local address to connect from", attr="bind_address"
+            ),
+            Option(
+                "TCPKeepAlive",
+                "choice",
+                None,
+                "TCP keepalives",
+                ("yes", "no"),
+                attr="tcp_keepalive",
+            ),
+            Option(
+                "IdentityAgent",
+                "path",
+                None,
+                "ssh-agent socket (none: no agent)",
+                attr="identity_agent",
+            ),
+            Option(
+                "CertificateFile",
+                "path",
+                None,
+                "certificate for a key (repeatable)",
+                attr="certificate_files",
+            ),
+        ]
     }
 )
 
@@ -185,6 +348,31 @@ class MountOptions:
     entry_timeout: float | None = None
     cache_max_entries: int = 1_000_000
     logfile: str | None = None
+    listing: str = "auto"
+    listing_threshold: int = 0
+    idmap: str = "none"
+    uid: int | None = None
+    gid: int | None = None
+    umask: int | None = None
+    follow_symlinks: bool = False
+    reconnect: bool = False
+    negative_timeout: float | None = None
+    host_key_algorithms: str | None = None
+    kex_algorithms: str | None = None
+    macs: str | None = None
+    preferred_authentications: str | None = None
+    pubkey_authentication: str | None = None
+    password_authentication: str | None = None
+    kbd_interactive_authentication: str | None = None
+    proxy_command: str | None = None
+    host_key_alias: str | None = None
+    address_family: str | None = None
+    bind_address: str | None = None
+    tcp_keepalive: str | None = None
+    identity_agent: str | None = None
+    certificate_files: list[str] = field(default_factory=list)
+    #: options accepted but ignored, one message each, for the log
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def attr_ttl(self) -> float:
@@ -214,9 +402,17 @@ def _convert(opt: Option, raw: str | None) -> Any:
         raise UserError(f"option {opt.name} takes no value or yes/no, not '{raw}'", 2)
     if raw is None or raw == "":
         raise UserError(f"option {opt.name} needs a value ({opt.name}=...)", 2)
+    if opt.kind == "octal":
+        try:
+            value: Any = int(raw, 8)
+        except ValueError:
+            value = -1
+        if not 0 <= value <= 0o7777:
+            raise UserError(f"option {opt.name}: '{raw}' is not an octal mode (0 to 7777)", 2)
+        return value
     try:
         if opt.kind == "int":
-            value: Any = int(raw, 0)
+            value = int(raw, 0)
             if value < 0:
                 raise ValueError
             return value
@@ -257,19 +453,59 @@ def valid_names() -> str:
     return ", ".join(sorted(OPTIONS, key=str.lower))
 
 
-def apply_options(opts: MountOptions, option_strings: list[str]) -> MountOptions:
-    """Apply each ``-o`` argument (comma lists allowed) onto ``opts``."""
+def _find(table: dict[str, Any], name: str) -> Any:
+    """``table[name]``, else a case-insensitive match (ssh_config names are case-insensitive,
+    and sshfs's own help spells ``compression=yes``)."""
+    if name in table:
+        return table[name]
+    folded = name.lower()
+    for key, value in table.items():
+        if key.lower() == folded:
+            return value
+    return None
+
+
+def unsupported(name: str, raw: str | None) -> Unsupported | None:
+    """The entry for an option sshvfs deliberately does not implement, if it is one."""
+    if raw is not None:
+        found = _find(UNSUPPORTED, f"{name}={raw}")
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+    return _find(UNSUPPORTED, name)  # type: ignore[no-any-return]
+
+
+def apply_options(
+    opts: MountOptions, option_strings: list[str], sloppy: bool = False
+) -> MountOptions:
+    """Apply each ``-o`` argument (comma lists allowed) onto ``opts``.
+
+    Options sshvfs ignores leave a message in ``opts.warnings``; an unknown option is a
+    :class:`UserError`, or with ``sloppy`` (``mount -s``) a warning too."""
     for text in option_strings:
         for item in split_option_string(text):
             name, eq, raw = item.partition("=")
-            if name in IGNORED or name.startswith("x-systemd.") or name.startswith("comment="):
+            value_given = raw if eq else None
+            skip = unsupported(name, value_given)
+            if skip is not None:
+                if skip.action == "reject":
+                    raise UserError(f"option '{item}' is not supported: {skip.reason}", 2)
+                if skip.action == "ignore":
+                    opts.warnings.append(f"ignoring option '{name}': {skip.reason}")
                 continue
-            opt = OPTIONS.get(name)
+            if (name in IGNORED and not eq) or name == "comment" or name.startswith("x-"):
+                continue  # mount(8), fstab and systemd words
+            opt: Option | None = _find(OPTIONS, name)
             if opt is None:
+                if sloppy:
+                    opts.warnings.append(f"ignoring unknown option '{name}'")
+                    continue
                 raise UserError(f"unknown option '{name}'; valid options: {valid_names()}", 2)
-            value = _convert(opt, raw if eq else None)
-            if opt.field_name == "identity_files":
-                opts.identity_files.append(value)
+            value = _convert(opt, value_given)
+            if opt.negate:
+                value = not value
+            current = getattr(opts, opt.field_name)
+            if isinstance(current, list):
+                current.append(value)
             else:
                 setattr(opts, opt.field_name, value)
     return opts

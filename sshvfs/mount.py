@@ -18,10 +18,13 @@ from .config import MountOptions, Target
 from .errors import UserError
 from .fuse.control import ControlState
 from .fuse.operations import Operations, Timeouts
+from .fuse.ownership import Ownership
 from .ssh.bridge import Bridge
 from .ssh.connection import Connection, connect
+from .transfers import Transfers
 from .vfs.cached import CachingVFS
 from .vfs.sftp import SftpVFS
+from .vfs.symlinks import FollowSymlinksVFS
 from .vfs.types import VFS
 
 log = logging.getLogger(__name__)
@@ -98,17 +101,58 @@ class Mount:
 
     cache: CachingVFS | None = None
     started: float = field(default_factory=time.time)
+    #: file transfers in flight, for the status file (None: not tracked)
+    transfers: Transfers | None = None
+    sftp_vfs: SftpVFS | None = None
+
+    def ownership(self) -> Ownership:
+        """The presentation of owners and modes; idmap=user asks who owns the login dir."""
+        assert self.connection is not None
+        uid = gid = None
+        if self.opts.idmap == "user":
+            conn = self.connection
+            try:
+                attrs = self.bridge.call(
+                    conn.sftp.lstat(conn.home), self.opts.connect_timeout or 60
+                )
+            except Exception as exc:  # asyncssh.SFTPError, TimeoutError
+                raise UserError(
+                    f"idmap=user: cannot stat the login directory {os.fsdecode(conn.home)}: {exc}"
+                ) from exc
+            uid, gid = attrs.uid, attrs.gid
+            log.info(
+                "idmap=user: remote uid %s gid %s shown as local %d %d",
+                uid,
+                gid,
+                os.getuid(),
+                os.getgid(),
+            )
+        return Ownership.from_options(self.opts, uid, gid)
 
     def build_operations(self) -> Operations:
         assert self.connection is not None
         opts = self.opts
-        vfs: VFS = SftpVFS(self.bridge, self.connection.sftp, self.connection.root)
+        self.transfers = Transfers()
+        self.sftp_vfs = SftpVFS(
+            self.bridge,
+            self.connection.sftp,
+            self.connection.root,
+            exec_conn=self.connection.conn,
+            listing=opts.listing,
+            listing_threshold=opts.listing_threshold,
+            warm_up=opts.listing != "sftp",
+            transfers=self.transfers,
+        )
+        vfs: VFS = self.sftp_vfs
+        if opts.follow_symlinks:
+            vfs = FollowSymlinksVFS(vfs)
         if opts.caching:
             self.cache = CachingVFS(
                 vfs,
                 attr_ttl=opts.attr_ttl,
                 dir_ttl=opts.dir_ttl,
                 max_entries=opts.cache_max_entries,
+                negative_ttl=opts.negative_timeout,
             )
             vfs = self.cache
             # the kernel may trust what we say exactly as long as we trust it ourselves
@@ -123,7 +167,7 @@ class Mount:
             lstat=vfs.lstat,
             status=self.status,
         )
-        ops = Operations(vfs, timeouts, state)
+        ops = Operations(vfs, timeouts, state, self.ownership())
         # after each prompt of a followed shell, its directory is listed afresh
         state.on_cwd = self._invalidate
         if self.cache is not None:
@@ -157,6 +201,20 @@ class Mount:
             "started": self.started,
             "uptime": round(time.time() - self.started, 1),
             "cache": self.cache.counts() if self.cache is not None else None,
+            "transfers": self.transfers.snapshot() if self.transfers is not None else [],
+            "listing": self._listing_status(),
+        }
+
+    def _listing_status(self) -> dict[str, object] | None:
+        lister = self.sftp_vfs.lister if self.sftp_vfs is not None else None
+        if lister is None:
+            return {"mode": self.opts.listing, "exec": False, "reason": "disabled"}
+        return {
+            "mode": self.opts.listing,
+            "exec": lister.available,
+            "reason": lister.reason,
+            "commands": lister.commands,
+            "prefetches": self.cache.prefetches if self.cache is not None else 0,
         }
 
     def serve(self) -> None:

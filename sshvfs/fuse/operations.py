@@ -24,6 +24,7 @@ import trio
 from ..vfs.types import VFS, Attrs, Entry, VFSFile, join
 from . import control as ctl
 from .inodes import ROOT_INODE, InodeTable, Node
+from .ownership import IDENTITY, Ownership
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +93,13 @@ class Operations(pyfuse3.Operations):
         vfs: VFS,
         timeouts: Timeouts | None = None,
         control: ctl.ControlState | None = None,
+        ownership: Ownership | None = None,
     ) -> None:
         super().__init__()
         self.vfs = vfs
         self.timeouts = timeouts or Timeouts()
+        #: how owners and permission bits are shown (idmap=, uid=, gid=, umask=)
+        self.ownership = ownership or IDENTITY
         self.inodes = InodeTable()
         self._files: dict[int, OpenFile] = {}
         self._dirs: dict[int, DirHandle] = {}
@@ -151,10 +155,16 @@ class Operations(pyfuse3.Operations):
         e.generation = 0
         e.entry_timeout = self.timeouts.entry
         e.attr_timeout = self.timeouts.attr
-        e.st_mode = pyfuse3.ModeT(a.mode)
+        own = self.ownership
+        if own.identity:
+            e.st_mode = pyfuse3.ModeT(a.mode)
+            e.st_uid = a.uid
+            e.st_gid = a.gid
+        else:
+            e.st_mode = pyfuse3.ModeT(own.shown_mode(a.mode))
+            e.st_uid = own.shown_uid(a.uid)
+            e.st_gid = own.shown_gid(a.gid)
         e.st_nlink = a.nlink
-        e.st_uid = a.uid
-        e.st_gid = a.gid
         e.st_rdev = 0
         e.st_size = a.size
         e.st_blksize = BLKSIZE
@@ -248,8 +258,8 @@ class Operations(pyfuse3.Operations):
         if fields.update_uid or fields.update_gid:
             await self.vfs.chown(
                 path,
-                attr.st_uid if fields.update_uid else -1,
-                attr.st_gid if fields.update_gid else -1,
+                self.ownership.remote_uid_for(attr.st_uid) if fields.update_uid else -1,
+                self.ownership.remote_gid_for(attr.st_gid) if fields.update_gid else -1,
             )
         if fields.update_atime or fields.update_mtime:
             current = await self.vfs.lstat(path)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,11 +69,23 @@ class HostKeyPolicy:
 
 
 class _Client(asyncssh.SSHClient):
-    """Accepts an unknown host's key once (accept-new) and remembers it."""
+    """Accepts an unknown host's key once (accept-new) and remembers it; reports a lost
+    connection (``on_lost``) once it was established."""
 
-    def __init__(self, accept_unknown: bool) -> None:
+    def __init__(
+        self, accept_unknown: bool, on_lost: Callable[[Exception | None], None] | None = None
+    ) -> None:
         self.accept_unknown = accept_unknown
         self.accepted: asyncssh.SSHKey | None = None
+        self.on_lost = on_lost
+        self.established = False
+
+    def auth_completed(self) -> None:
+        self.established = True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.established and self.on_lost is not None:
+            self.on_lost(exc)
 
     def validate_host_public_key(
         self, host: str, addr: str, port: int, key: asyncssh.SSHKey
@@ -148,6 +162,48 @@ def connect_kwargs(target: Target, opts: MountOptions) -> dict[str, Any]:
         ]
     if opts.proxy_jump:
         kw["tunnel"] = opts.proxy_jump
+    kw.update(_ssh_option_kwargs(opts))
+    return kw
+
+
+def _algs(text: str) -> list[str]:
+    return [a.strip() for a in text.split(",") if a.strip()]
+
+
+def _ssh_option_kwargs(opts: MountOptions) -> dict[str, Any]:
+    """The ``-o SSHOPT=VAL`` options beyond the basic ones, as asyncssh connect() keywords.
+    Only options given are passed, so ssh_config and asyncssh's defaults apply otherwise."""
+    kw: dict[str, Any] = {}
+    if opts.host_key_algorithms:
+        kw["server_host_key_algs"] = _algs(opts.host_key_algorithms)
+    if opts.kex_algorithms:
+        kw["kex_algs"] = _algs(opts.kex_algorithms)
+    if opts.macs:
+        kw["mac_algs"] = _algs(opts.macs)
+    if opts.preferred_authentications:
+        kw["preferred_auth"] = opts.preferred_authentications
+    for field_name, keyword in (
+        ("pubkey_authentication", "public_key_auth"),
+        ("password_authentication", "password_auth"),
+        ("kbd_interactive_authentication", "kbdint_auth"),
+        ("tcp_keepalive", "tcp_keepalive"),
+    ):
+        value = getattr(opts, field_name)
+        if value is not None:
+            kw[keyword] = value == "yes"
+    if opts.proxy_command:
+        kw["proxy_command"] = None if opts.proxy_command == "none" else opts.proxy_command
+    if opts.host_key_alias:
+        kw["host_key_alias"] = opts.host_key_alias
+    if opts.address_family:
+        families = {"any": socket.AF_UNSPEC, "inet": socket.AF_INET, "inet6": socket.AF_INET6}
+        kw["family"] = families[opts.address_family]
+    if opts.bind_address:
+        kw["local_addr"] = (opts.bind_address, 0)
+    if opts.identity_agent:
+        kw["agent_path"] = None if opts.identity_agent == "none" else opts.identity_agent
+    if opts.certificate_files:
+        kw["client_certs"] = opts.certificate_files
     return kw
 
 
@@ -164,8 +220,13 @@ async def _record_host_key(
     log.warning("added host key for %s to %s", _host_pattern(host, port), policy.record_file)
 
 
-async def connect(target: Target, opts: MountOptions) -> Connection:
-    """Connect, authenticate, check the host key, start SFTP and resolve the root."""
+async def connect(
+    target: Target,
+    opts: MountOptions,
+    on_lost: Callable[[Exception | None], None] | None = None,
+) -> Connection:
+    """Connect, authenticate, check the host key, start SFTP and resolve the root.
+    ``on_lost`` is called (on the asyncio loop) if the connection later drops."""
     kw = connect_kwargs(target, opts)
     policy = HostKeyPolicy.from_options(opts)
     known = policy.load()
@@ -175,7 +236,7 @@ async def connect(target: Target, opts: MountOptions) -> Connection:
     if known is not None:
         has_entry = bool(known.match(target.host, "", port)[0])
     accept_unknown = policy.mode == "accept-new" and not has_entry
-    client = _Client(accept_unknown)
+    client = _Client(accept_unknown, on_lost)
     try:
         conn, _ = await asyncssh.create_connection(
             lambda: client, target.host, known_hosts=known, **kw

@@ -27,6 +27,7 @@ import trio
 from cachetools import TTLCache
 
 from ..errors import fs_error
+from .bulk import WalkDetector
 from .types import VFS, Attrs, Entry, StatFs, VFSFile, join, split
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ Listener = Callable[[bytes | None], None]
 
 #: how many dirty entries of one listing are re-fetched at once
 REFRESH_PARALLEL = 16
+#: how long a listing waits for a tree prefetch that covers it before listing by itself
+PREFETCH_WAIT = 10.0
 
 
 class _Counted(TTLCache[Any, Any]):
@@ -83,6 +86,7 @@ class CachingVFS:
         max_entries: int = 1_000_000,
         timer: Timer = time.monotonic,
         prefetch_max_entries: int = 200_000,
+        walk_prefetch: bool = True,
     ) -> None:
         self.inner = inner
         self.attr_ttl = attr_ttl
@@ -103,6 +107,11 @@ class CachingVFS:
         self.stats = CacheStats()
         self.listeners: list[Listener] = []
         self.prefetch_max_entries = prefetch_max_entries
+        self._timer = timer
+        #: spots find/ls -R/du walks and prefetches their tree in one backend call
+        self._walk = WalkDetector() if walk_prefetch and dir_ttl > 0 else None
+        self._prefetching: dict[bytes, trio.Event] = {}
+        self.prefetches = 0
 
     # -- bookkeeping -----------------------------------------------------------------
 
@@ -248,11 +257,40 @@ class CachingVFS:
                 await self._refresh_dirty(path, listing)
             return list(listing.entries.values())
         self.stats.misses += 1
+        if self._walk is not None:
+            root = self._walk.listed(path, self._timer())
+            if root is not None and root not in self._prefetching:
+                self._prefetching[root] = trio.Event()
+                trio.lowlevel.spawn_system_task(self._background_prefetch, root)
+            covering = self._covering_prefetch(path)
+            if covering is not None:
+                with trio.move_on_after(PREFETCH_WAIT):
+                    await covering.wait()
+                listing = self._dirs.get(path)
+                if listing is not None:
+                    return list(listing.entries.values())
         gen = self._generation(path)
         entries = await self.inner.readdir(path)
         if gen == self._generation(path):
             self._install(path, entries)
         return entries
+
+    def _covering_prefetch(self, path: bytes) -> trio.Event | None:
+        for root, event in self._prefetching.items():
+            if _within(path, root):
+                return event
+        return None
+
+    async def _background_prefetch(self, root: bytes) -> None:
+        event = self._prefetching[root]
+        try:
+            count = await self._prefetch_tree(root)
+            log.debug("walk detected under %s: prefetched %d entries", os.fsdecode(root), count)
+        except Exception as exc:  # a failed prefetch only means listing one by one
+            log.debug("prefetch of %s failed: %s", os.fsdecode(root), exc)
+        finally:
+            del self._prefetching[root]
+            event.set()
 
     def _install(self, path: bytes, entries: list[Entry]) -> None:
         """Cache a listing. Its entries answer lstat through the listing itself (not copied
@@ -299,15 +337,29 @@ class CachingVFS:
     async def prefetch(self, path: bytes) -> int:
         """Fetch a whole subtree's listings in one backend call; the number of entries
         cached, or -1 when the backend cannot (no exec channel) or the tree is too big."""
-        gen = self._generation(path)
+        event = self._prefetching.setdefault(path, trio.Event())
+        try:
+            return await self._prefetch_tree(path)
+        finally:
+            if self._prefetching.get(path) is event:
+                del self._prefetching[path]
+            event.set()
+
+    async def _prefetch_tree(self, path: bytes) -> int:
+        self.prefetches += 1
+        epoch, before = self._epoch, dict(self._gen)
         listings = await self.inner.tree(path, self.prefetch_max_entries)
         if listings is None:
             return -1
-        if gen != self._generation(path):
+        if epoch != self._epoch:
             return 0
+        count = 0
         for directory, entries in listings.items():
-            self._install(directory, entries)
-        return sum(len(v) for v in listings.values())
+            # a directory changed through the mount meanwhile keeps what it has
+            if self._gen.get(directory, 0) == before.get(directory, 0):
+                self._install(directory, entries)
+                count += len(entries)
+        return count
 
     # -- mutations -------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ ENOTEMPTY, EISDIR, ENOTDIR) with a follow-up lstat on the asyncio side of the sa
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
@@ -19,6 +20,9 @@ import asyncssh
 
 from ..errors import fs_error
 from ..ssh.bridge import Bridge
+from ..ssh.lister import DEFAULT_SESSIONS, DirLister, ExecLister, ListingPolicy
+from ..transfers import Transfers
+from .streaming import Streaming
 from .types import Attrs, Entry, StatFs, VFSFile
 
 log = logging.getLogger(__name__)
@@ -88,6 +92,15 @@ def _nlink_from_longname(longname: bytes | str | None) -> int | None:
     return None
 
 
+def _entry(name: asyncssh.SFTPName) -> Entry | None:
+    """A READDIR name as an Entry; None for ``.`` and ``..``."""
+    filename = name.filename
+    assert isinstance(filename, bytes)
+    if filename in (b".", b".."):
+        return None
+    return Entry(filename, _attrs(name.attrs, _nlink_from_longname(name.longname)))
+
+
 def _pflags(flags: int) -> int:
     acc = flags & os.O_ACCMODE
     pflags = {
@@ -104,73 +117,43 @@ def _pflags(flags: int) -> int:
     return pflags
 
 
-class SftpFile:
-    """An open remote file; every method is one crossing."""
-
-    def __init__(self, vfs: SftpVFS, path: bytes, handle: asyncssh.SFTPClientFile) -> None:
-        self._vfs = vfs
-        self._path = path
-        self._handle = handle
-
-    @property
-    def path(self) -> bytes:
-        return self._path
-
-    async def read(self, offset: int, size: int) -> bytes:
-        async def op() -> bytes:
-            chunks: list[bytes] = []
-            got = 0
-            while got < size:  # a short reply is not EOF: ask for the rest
-                data = await self._handle.read(size - got, offset + got)
-                assert isinstance(data, bytes)  # opened with encoding=None
-                if not data:
-                    break
-                chunks.append(data)
-                got += len(data)
-            return b"".join(chunks)
-
-        return await self._vfs._run(op(), self._path)
-
-    async def write(self, offset: int, data: bytes) -> int:
-        async def op() -> int:
-            await self._handle.write(data, offset)
-            return len(data)
-
-        return await self._vfs._run(op(), self._path)
-
-    async def truncate(self, size: int) -> None:
-        await self._vfs._run(self._handle.truncate(size), self._path)
-
-    async def fstat(self) -> Attrs:
-        async def op() -> Attrs:
-            return _attrs(await self._handle.stat())
-
-        return await self._vfs._run(op(), self._path)
-
-    async def flush(self) -> None:
-        return None  # every write is acknowledged before it returns
-
-    async def fsync(self) -> None:
-        async def op() -> None:
-            try:
-                await self._handle.fsync()
-            except asyncssh.SFTPOpUnsupported:
-                # the server cannot fsync; every WRITE was already acknowledged by it
-                log.debug("server has no fsync@openssh.com; fsync is a no-op")
-
-        await self._vfs._run(op(), self._path)
-
-    async def close(self) -> None:
-        await self._vfs._run(self._handle.close(), self._path)
-
-
 class SftpVFS:
     """The VFS over one SFTP session rooted at an absolute remote directory."""
 
-    def __init__(self, bridge: Bridge, sftp: asyncssh.SFTPClient, root: bytes) -> None:
+    def __init__(
+        self,
+        bridge: Bridge,
+        sftp: asyncssh.SFTPClient,
+        root: bytes,
+        *,
+        exec_conn: asyncssh.SSHClientConnection | None = None,
+        listing: str = "auto",
+        listing_threshold: int = 0,
+        exec_sessions: int = DEFAULT_SESSIONS,
+        warm_up: bool = False,
+        transfers: Transfers | None = None,
+    ) -> None:
+        """``exec_conn`` (the connection ``sftp`` runs on) enables bulk listing over the
+        exec channel; ``listing``/``listing_threshold`` choose when (see
+        :class:`sshvfs.ssh.lister.ListingPolicy`); ``exec_sessions`` bounds its channels;
+        ``warm_up`` probes the exec channel now, in the background, so that the first
+        huge listing does not wait for a remote shell to start."""
         self._bridge = bridge
         self._sftp = sftp
         self._root = root.rstrip(b"/")
+        # file streaming: block sizes from the server, memory bounds, transfers in flight
+        self._streaming = Streaming.for_sftp(sftp, transfers)
+        bulk = None
+        if exec_conn is not None and listing != "sftp":
+            # SFTP v3 carries whole seconds: exec listings report the same, or one file's
+            # mtime would flip between x.123456789 (listed) and x.0 (stat), and make,
+            # rsync, git and editors would see a change that never happened
+            resolution = 1 if sftp.version >= 4 else 1_000_000_000
+            bulk = ExecLister(exec_conn, sessions=exec_sessions, time_resolution_ns=resolution)
+        policy = ListingPolicy(listing, listing_threshold)
+        self._listings = DirLister(sftp, _entry, policy, bulk)
+        if bulk is not None and warm_up:
+            bridge.submit(bulk.probe())  # its outcome lands in bulk.available
 
     @property
     def root(self) -> bytes:
@@ -255,18 +238,17 @@ class SftpVFS:
         return await self._op(path, action)
 
     async def readdir(self, path: bytes) -> list[Entry]:
-        async def action() -> list[Entry]:
-            entries = []
-            async for name in self._sftp.scandir(self.remote(path)):
-                filename = name.filename
-                assert isinstance(filename, bytes)
-                if filename in (b".", b".."):
-                    continue
-                nlink = _nlink_from_longname(name.longname)
-                entries.append(Entry(filename, _attrs(name.attrs, nlink)))
-            return entries
+        remote = self.remote(path)
+        return await self._op(path, lambda: self._listings.listing(path, remote))
 
-        return await self._op(path, action)
+    @property
+    def lister(self) -> ExecLister | None:
+        """The exec-channel lister (None with ``listing=sftp`` or no connection given)."""
+        return self._listings.bulk
+
+    @property
+    def listing_policy(self) -> ListingPolicy:
+        return self._listings.policy
 
     async def readlink(self, path: bytes) -> bytes:
         async def action() -> bytes:
@@ -283,12 +265,29 @@ class SftpVFS:
 
     async def open(self, path: bytes, flags: int, mode: int = 0o644) -> VFSFile:
         remote = self.remote(path)
+        create = bool(flags & os.O_CREAT)
 
-        async def action() -> asyncssh.SFTPClientFile:
-            attrs = asyncssh.SFTPAttrs(permissions=mode & 0o7777) if flags & os.O_CREAT else None
-            return await self._sftp.open(
-                remote, _pflags(flags), attrs or asyncssh.SFTPAttrs(), encoding=None
+        async def action() -> tuple[asyncssh.SFTPClientFile, Attrs | None]:
+            attrs = asyncssh.SFTPAttrs(permissions=mode & 0o7777) if create else None
+            # block_size=0: one READ/WRITE per call; SftpFile does its own pipelining
+            opening = self._sftp.open(
+                remote,
+                _pflags(flags),
+                attrs or asyncssh.SFTPAttrs(),
+                encoding=None,
+                block_size=0,
             )
+            if not create:
+                return await opening, None
+            # a created file's attributes are asked for right behind the OPEN, in the same
+            # round trip (the server answers in order, so the STAT sees the new file): the
+            # fstat that follows every create is then free
+            handle, st = await asyncio.gather(
+                opening, self._sftp.stat(remote), return_exceptions=True
+            )
+            if isinstance(handle, BaseException):
+                raise handle
+            return handle, _attrs(st) if isinstance(st, asyncssh.SFTPAttrs) else None
 
         async def explain() -> int | None:
             kind = await self._kind(remote)
@@ -298,8 +297,10 @@ class SftpVFS:
                 return errno.EEXIST
             return None
 
-        handle = await self._op(path, action, explain)
-        return SftpFile(self, path, handle)
+        handle, attrs = await self._op(path, action, explain)
+        from .sftpfile import SftpFile  # it builds on this module's error mapping
+
+        return SftpFile(self, path, handle, self._streaming, attrs)
 
     async def mkdir(self, path: bytes, mode: int = 0o755) -> None:
         remote = self.remote(path)
@@ -435,7 +436,13 @@ class SftpVFS:
         return await self._op(path, action)
 
     async def tree(self, path: bytes, max_entries: int) -> dict[bytes, list[Entry]] | None:
-        return None  # needs the exec channel (bulk listing)
+        """One exec command for the whole subtree (symlinks not followed). None when exec
+        is unavailable, a directory below could not be read, or there are more than
+        ``max_entries`` entries (the command is then stopped as soon as that is known)."""
+        if self._listings.bulk is None:
+            return None
+        remote = self.remote(path)
+        return await self._op(path, lambda: self._listings.tree(path, remote, max_entries))
 
     async def close(self) -> None:
         async def action() -> None:

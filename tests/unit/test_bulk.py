@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from sshvfs.ssh import lister
+from sshvfs.vfs import bulk
 from sshvfs.vfs.bulk import (
     FIND_FORMAT,
     BulkCommandError,
@@ -547,3 +549,221 @@ def test_error_classes_and_truncation() -> None:
     assert err.filename == os.fsdecode(b"/\xff")
     plain = BulkCommandError(2, b"boom")
     assert plain.errno == errno.EIO and "boom" in str(plain) and "exit status 2" in str(plain)
+
+
+# --------------------------------------------------------------------------- fast path, framing
+
+
+def test_batch_and_record_parsers_agree(tmp_path: Path) -> None:
+    top = _hostile_tree(tmp_path)
+    for command in (listing_command(top), tree_command(top, None)):
+        fields = run_sh(command, tmp_path).stdout.split(b"\0")[:-1]
+        one_by_one = [bulk._parse_record(fields[i : i + 11], 0) for i in range(0, len(fields), 11)]
+        assert one_by_one and bulk._fast_batch(fields, 1) == one_by_one
+        seconds = bulk._fast_batch(fields, 10**9)
+        assert seconds == [(p, bulk._floored(e, 10**9)) for p, e in one_by_one]
+    # every single-field corruption: the batch declines (or agrees), one by one raises
+    for i in range(len(GOOD)):
+        for bad in (b"", b"x", b"-1", b"\xd9\xa3", b" 1", b"1" * 31, b"77777", b"9", b"/"):
+            record = list(GOOD)
+            record[i] = bad
+            fields = [b"a", *GOOD[1:], *record]
+            try:
+                expected = [bulk._parse_record(GOOD, 0), bulk._parse_record(record, 1)]
+            except BulkParseError:
+                assert bulk._fast_batch(fields, 1) is None, (i, bad)
+            else:
+                assert bulk._fast_batch(fields, 1) in (None, expected), (i, bad)
+    for path in (b"a//b", b"/a", b"a/", b"./a", b"a/./b", b"a/..", b"../a"):
+        assert bulk._fast_batch([path, *GOOD[1:]], 1) is None
+    data = _record(path=b"a/b/c", mtime=b"1.5000000000", atime=b"2.0000000000")
+    assert bulk._fast_batch(data.split(b"\0")[:-1], 1) == parse_listing(data)
+
+
+def test_time_resolution_floors() -> None:
+    parser = ListingParser(time_resolution_ns=10**9)
+    [(_, entry)] = parser.feed(_record(mtime=b"1700000000.9999999990", atime=b"-2.5000000000"))
+    assert entry.mtime_ns == 1_700_000_000 * 10**9
+    assert entry.attrs.atime_ns == -2 * 10**9  # -1.5 s floors to tv_sec -2, as stat says
+    # find 4.x's 10 fraction digits take the batch path; anything else the record path
+    [(_, odd)] = ListingParser(10**9).feed(_record(mtime=b"5.5", atime=b"-1.9999999990"))
+    assert (odd.mtime_ns, odd.attrs.atime_ns) == (5 * 10**9, -(10**9))
+    with pytest.raises(ValueError):
+        ListingParser(time_resolution_ns=0)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_framed_output_through_a_long_lived_shell(tmp_path: Path, shell: str) -> None:
+    top = _hostile_tree(tmp_path)
+    token = b"tok'en"
+    lines = [
+        listing_command(top) + b" </dev/null; " + bulk.end_command(token),
+        listing_command(top + b"/missing") + b" </dev/null; " + bulk.end_command(token),
+        b"exit 0",
+    ]
+    home = tmp_path / "home"
+    home.mkdir()
+    done = subprocess.run(
+        [shell, "-s"],
+        input=b"\n".join(lines) + b"\n",
+        cwd=tmp_path,
+        env=_env(home),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert not (tmp_path / "canary").exists()
+    first, rest = done.stdout.split(bulk.end_record(0), 1)
+    parser = ListingParser(framed=True)
+    entries = parser.feed(first + bulk.end_record(0))
+    assert parser.exit_status == 0 and len(entries) == len(os.listdir(top))
+    assert rest == bulk.end_record(1)
+    segments = done.stderr.split(b"\n" + token + b"\n")
+    assert segments[0] == b"" and b"No such file" in segments[1] and segments[2] == b""
+    # chunked anywhere, the end record is found and nothing after it is accepted
+    data = first + bulk.end_record(0)
+    for cut in range(0, len(data), 97):
+        parser = ListingParser(framed=True)
+        got = parser.feed(data[:cut]) + parser.feed(data[cut:])
+        assert got == entries and parser.exit_status == 0
+        parser.close()
+    parser = ListingParser(framed=True)
+    with pytest.raises(BulkParseError, match="after the end record"):
+        parser.feed(bulk.end_record(0) + _record())
+    parser = ListingParser(framed=True)
+    parser.feed(_record())
+    with pytest.raises(BulkParseError, match="truncated"):
+        parser.close()
+    with pytest.raises(BulkParseError, match="end record"):
+        ListingParser(framed=True).feed(b"\0x" + b"\0" * 9 + b"/\0")
+    with pytest.raises(BulkParseError):  # unframed: an empty path is just bad
+        ListingParser().feed(bulk.end_record(0))
+
+
+# --------------------------------------------------------------------------- policy
+
+
+def test_policy_modes() -> None:
+    assert not lister.ListingPolicy("sftp").exec_first(b"/")
+    assert not lister.ListingPolicy("sftp").switch(10**6, 100.0, 10**9)
+    assert lister.ListingPolicy("exec").exec_first(b"/")
+    assert not lister.ListingPolicy("exec").switch(10**6, 100.0)  # already exec-first
+    with pytest.raises(ValueError):
+        lister.ListingPolicy("fast")
+    with pytest.raises(ValueError):
+        lister.ListingPolicy("auto", -1)
+
+
+def test_policy_fixed_threshold() -> None:
+    policy = lister.ListingPolicy("auto", 500)
+    assert not policy.switch(400, 10.0)
+    assert policy.switch(500, 0.0)
+    assert policy.switch(100, 0.0, st_size=500 * lister.BYTES_PER_ENTRY)
+    assert not policy.exec_first(b"/d")
+    policy.note_size(b"/d", 2000 * lister.BYTES_PER_ENTRY)
+    assert policy.exec_first(b"/d") and policy.size_hint(b"/d") is not None
+    policy.note_size(b"/d", 4096)  # it shrank (or was replaced): forget
+    assert not policy.exec_first(b"/d") and policy.size_hint(b"/d") is None
+
+
+def test_policy_adaptive() -> None:
+    policy = lister.ListingPolicy()
+    policy.exec_latency, policy.sftp_cost = 0.1, 15e-6
+    small = lister.MIN_EXEC_ENTRIES - 100
+    assert not policy.switch(small, 60.0)  # never for small directories, however slow
+    assert not policy.switch(2000, 0.05)
+    assert policy.switch(2000, 0.1)  # SFTP has now cost as long as one command
+    # st_size says 100,000 entries: 1.5 s of SFTP against 0.1 s: switch at once
+    assert policy.switch(200, 0.003, st_size=100_000 * 29)
+    assert not policy.switch(200, 0.003, st_size=5_000 * 29)  # 75 ms < 100 ms
+    policy.note_size(b"/huge", 100_000 * 29)
+    assert policy.exec_first(b"/huge")
+    policy.exec_latency = 2.0  # a very slow server: huge is relative
+    assert not policy.exec_first(b"/huge")
+    for _ in range(20):
+        policy.learn_sftp(1000, 1.0)  # 1 ms an entry (a far-away server)
+    assert policy.sftp_cost == pytest.approx(1e-3, rel=0.01)
+    assert policy.exec_first(b"/huge")
+    policy.learn_sftp(10, 100.0)  # small listings teach nothing
+    assert policy.sftp_cost == pytest.approx(1e-3, rel=0.01)
+
+
+def test_policy_hints_are_bounded() -> None:
+    policy = lister.ListingPolicy("auto", 100, max_hints=3)
+    for i in range(10):
+        policy.note_size(b"/%d" % i, 10**6)
+    assert [policy.size_hint(b"/%d" % i) for i in range(10)] == [None] * 7 + [10**6] * 3
+
+
+def test_estimated_entries() -> None:
+    assert lister.estimated_entries(2_854_912) == 89_216  # ext4, 100,000 short names
+    assert lister.estimated_entries(4096) == 128
+    assert lister.estimated_entries(-1) == 0
+
+
+# --------------------------------------------------------------------------- walk detection
+
+
+def test_walk_detector_finds_a_depth_first_walk() -> None:
+    walk = bulk.WalkDetector(min_dirs=3, window=2.0, cooldown=30.0)
+    assert walk.listed(b"/src", 0.0) is None
+    assert walk.listed(b"/src/a", 0.1) is None
+    assert walk.listed(b"/src/a/x", 0.2) == b"/src"
+    # the rest of the walk is covered by that prefetch
+    assert walk.listed(b"/src/b", 0.3) is None
+    assert walk.listed(b"/src/b/y", 0.4) is None
+    assert walk.listed(b"/src/b/y/z", 0.5) is None
+
+
+def test_walk_detector_long_walks_stay_one_walk() -> None:
+    walk = bulk.WalkDetector(min_dirs=4, window=1.0, cooldown=5.0)
+    assert walk.listed(b"/", 0.0) is None
+    assert walk.listed(b"/a", 0.5) is None
+    assert walk.listed(b"/a/deep", 1.4) is None  # listing below /a keeps / alive too
+    assert walk.listed(b"/b", 2.3) == b"/"  # / last active at 1.4: the same walk, 4 dirs
+
+
+def test_walk_detector_ignores_unrelated_and_slow_listings() -> None:
+    walk = bulk.WalkDetector(min_dirs=3, window=2.0)
+    assert walk.listed(b"/a", 0.0) is None
+    assert walk.listed(b"/b", 0.1) is None
+    assert walk.listed(b"/c", 0.2) is None  # siblings listed one by one: no common walk
+    assert walk.listed(b"/a", 0.3) is None  # a re-listing is not a new directory
+    assert walk.listed(b"/a", 0.4) is None
+    slow = bulk.WalkDetector(min_dirs=3, window=1.0)
+    assert slow.listed(b"/p", 0.0) is None
+    assert slow.listed(b"/p/q", 2.0) is None  # its parent's listing expired: a new walk
+    assert slow.listed(b"/p/q/r", 2.5) is None
+    assert slow.listed(b"/p/q/r/s", 3.0) == b"/p/q"
+
+
+def test_walk_detector_cooldown_and_bounds() -> None:
+    walk = bulk.WalkDetector(min_dirs=2, window=10.0, cooldown=5.0, max_tracked=3)
+    assert walk.listed(b"/t", 0.0) is None
+    assert walk.listed(b"/t/1", 0.1) == b"/t"
+    assert walk.listed(b"/t", 1.0) is None
+    assert walk.listed(b"/t/2", 1.1) is None  # within the cooldown
+    for i in range(100):
+        walk.listed(b"/other%d" % i, 2.0 + i / 1000)
+    assert len(walk._recent) <= 3
+    assert walk.listed(b"/t", 20.0) is None
+    assert walk.listed(b"/t/3", 20.1) == b"/t"  # cooled down: reported again
+    with pytest.raises(ValueError):
+        bulk.WalkDetector(min_dirs=1)
+
+
+def test_group_tree() -> None:
+    records = parse_listing(
+        _record(path=b"d", kind=b"d")
+        + _record(path=b"d/e", kind=b"d")
+        + _record(path=b"d/f")
+        + _record(path=b"g")
+    )
+    group_tree = lister.group_tree
+    assert {k: [e.name for e in v] for k, v in group_tree(b"/x", records).items()} == {
+        b"/x": [b"d", b"g"],
+        b"/x/d": [b"e", b"f"],
+        b"/x/d/e": [],
+    }
+    assert set(group_tree(b"/", records)) == {b"/", b"/d", b"/d/e"}
+    assert group_tree(b"/", []) == {b"/": []}

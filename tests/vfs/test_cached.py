@@ -200,3 +200,26 @@ async def test_prefetch_fills_listings(setup: Any) -> None:
     assert backend.calls["readdir"] == calls
     assert (await cache.lstat(b"/t/d1/f4")).size == 0
     assert backend.calls["lstat"] == 0
+
+
+async def test_walk_detection_prefetches_the_tree(setup: Any) -> None:
+    import trio
+
+    cache, backend, clock, root = setup
+    for a in range(4):
+        for b in range(5):
+            touch(root, f"w/d{a}/s{b}/f")
+    await cache.readdir(b"/w")
+    await cache.readdir(b"/w/d0")
+    await cache.readdir(b"/w/d0/s0")  # a walk: the whole of /w comes in one go
+    for _ in range(100):
+        if cache.prefetches:
+            break
+        await trio.sleep(0.01)
+    await cache.readdir(b"/w/d3/s4")  # waits for the prefetch, then answers from it
+    calls = backend.calls["readdir"]
+    for a in range(4):
+        for b in range(5):
+            await cache.readdir(f"/w/d{a}/s{b}".encode())
+    assert backend.calls["readdir"] == calls == 2  # the third listing waited for the tree
+    assert backend.calls["tree"] == 1

@@ -1,0 +1,303 @@
+"""The benchmark framework: scenarios, tools (mounts), the run loop. See the package doc."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.mounting import force_unmount, is_mounted, mounted  # noqa: E402
+from tests.sshd import Sshd  # noqa: E402
+
+#: the bare ssh pipe uses the cipher sshvfs prefers, so it is the real ceiling
+PIPE_CIPHER = "aes128-gcm@openssh.com"
+MOUNT_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a timed run happens."""
+
+    tool: str
+    mountpoint: str | None = None
+    #: pid of the filesystem daemon (None for the ssh pipe or when unknown)
+    pid: int | None = None
+
+    def path(self, rel: str) -> str:
+        if self.mountpoint is None:
+            raise RuntimeError(f"{self.tool} has no mountpoint")
+        return os.path.join(self.mountpoint, rel)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    measures: str
+    setup: Callable[[Context], None]
+    run: Callable[[Context, Target], float | None]
+    cold: bool = True
+    tools: tuple[str, ...] = ("sshvfs", "sshfs")
+    pipe: Callable[[Context], None] | None = None
+    prepare: Callable[[Context], None] | None = None
+    cleanup: Callable[[Context, Target], None] | None = None
+    unit: str = "s"
+    higher_is_better: bool = False
+    #: least sshfs/sshvfs ratio this scenario should show (None: no goal)
+    goal: float | None = None
+    #: timed runs per tool, overriding ``--repeat`` (long scenarios)
+    repeat: int | None = None
+
+
+REGISTRY: dict[str, Scenario] = {}
+
+
+def register(scenario: Scenario) -> Scenario:
+    if scenario.name in REGISTRY:
+        raise ValueError(f"scenario {scenario.name!r} registered twice")
+    REGISTRY[scenario.name] = scenario
+    return scenario
+
+
+class Context:
+    """What scenarios get: the server, directories, and small helpers."""
+
+    def __init__(self, sshd: Sshd, base: Path, quick: bool, log: Callable[[str], None]) -> None:
+        self.sshd = sshd
+        self.base = base
+        self.quick = quick
+        self.log = log
+        #: the served directory (the remote side of every mount)
+        self.data = base / "data"
+        #: local scratch, not served
+        self.work = base / "work"
+        self.mounts = base / "mnt"
+        for d in (self.data, self.work, self.mounts):
+            d.mkdir(parents=True, exist_ok=True)
+        self._can_drop: bool | None = None
+
+    def size(self, full: int, quick: int) -> int:
+        return quick if self.quick else full
+
+    def sh(self, cmd: str, timeout: float = 900.0, cwd: str | None = None) -> None:
+        """Run a shell command; raise with its stderr when it fails."""
+        proc = subprocess.run(
+            cmd, shell=True, cwd=cwd, capture_output=True, text=True, timeout=timeout
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"`{cmd}` exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
+
+    def ssh_cmd(self, remote_cmd: str, cipher: str = PIPE_CIPHER) -> str:
+        """A shell command line running ``remote_cmd`` on the server over plain ssh."""
+        args = ["ssh", *self.sshd.ssh_args(), "-c", cipher, f"{self.sshd.user}@{self.sshd.host}"]
+        return " ".join(shlex.quote(a) for a in args) + " " + shlex.quote(remote_cmd)
+
+    def make_file(self, path: Path, size: int, chunk: int = 8 << 20) -> None:
+        """``size`` bytes of random data (incompressible), unless it is already there."""
+        if path.exists() and path.stat().st_size == size:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open("/dev/urandom", "rb") as src, open(path, "wb") as dst:
+            left = size
+            while left:
+                n = min(chunk, left)
+                dst.write(src.read(n))
+                left -= n
+
+    def warm(self, *paths: Path) -> None:
+        """Read files into the server's page cache (the server reads from RAM, like ssh cat)."""
+        for p in paths:
+            with open(p, "rb") as f:
+                while f.read(8 << 20):
+                    pass
+
+    def drop_caches(self) -> bool:
+        """Drop the page cache, dentries and inodes; False if not allowed (not root)."""
+        if self._can_drop is False:
+            return False
+        os.sync()
+        try:
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("3\n")
+            self._can_drop = True
+        except OSError as exc:
+            self._can_drop = False
+            self.log(f"note: cannot drop caches ({exc.strerror}); cold runs are only fresh mounts")
+        return self._can_drop
+
+
+# -- tools -----------------------------------------------------------------------------
+
+
+def _pid_serving(mountpoint: str, needle: str) -> int | None:
+    """The pid of a process whose command line names ``needle`` and ``mountpoint``."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        names = [os.fsdecode(a) for a in argv]
+        if any(needle in a for a in names[:2]) and any(
+            a.rstrip("/") == mountpoint.rstrip("/") for a in names
+        ):
+            return int(entry)
+    return None
+
+
+@contextlib.contextmanager
+def _mount_sshvfs(ctx: Context, mountpoint: str) -> Iterator[Target]:
+    with mounted(ctx.sshd, str(ctx.data), mountpoint, timeout=MOUNT_TIMEOUT) as m:
+        yield Target("sshvfs", mountpoint, m.proc.pid)
+
+
+@contextlib.contextmanager
+def _mount_sshfs(ctx: Context, mountpoint: str) -> Iterator[Target]:
+    s = ctx.sshd
+    os.makedirs(mountpoint, exist_ok=True)
+    opts = ",".join(
+        [
+            f"IdentityFile={s.client_key}",
+            f"UserKnownHostsFile={s.known_hosts}",
+            f"port={s.port}",
+            "StrictHostKeyChecking=yes",
+            "BatchMode=yes",
+        ]
+    )
+    cmd = ["sshfs", f"{s.user}@{s.host}:{ctx.data}", mountpoint, "-o", opts]
+    try:
+        subprocess.run(cmd, check=True, capture_output=True, timeout=MOUNT_TIMEOUT)
+        deadline = time.monotonic() + MOUNT_TIMEOUT
+        while not is_mounted(mountpoint):
+            if time.monotonic() > deadline:
+                raise RuntimeError("sshfs did not mount")
+            time.sleep(0.05)
+        yield Target("sshfs", mountpoint, _pid_serving(mountpoint, "sshfs"))
+    finally:
+        pid = _pid_serving(mountpoint, "sshfs")
+        force_unmount(mountpoint)
+        if pid is not None:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+                time.sleep(0.05)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def _no_mount(ctx: Context, mountpoint: str) -> Iterator[Target]:
+    yield Target("ssh")
+
+
+TOOLS: dict[str, Callable[[Context, str], contextlib.AbstractContextManager[Target]]] = {
+    "sshvfs": _mount_sshvfs,
+    "sshfs": _mount_sshfs,
+    "ssh": _no_mount,
+}
+
+
+# -- the run loop ------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    scenario: Scenario
+    tool: str
+    values: list[float] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def value(self) -> float | None:
+        return statistics.median(self.values) if self.values else None
+
+
+def _timed(ctx: Context, scenario: Scenario, target: Target) -> float:
+    if scenario.prepare is not None:
+        scenario.prepare(ctx)
+    try:
+        if target.tool == "ssh":
+            assert scenario.pipe is not None
+            t0 = time.perf_counter()
+            scenario.pipe(ctx)
+            return time.perf_counter() - t0
+        t0 = time.perf_counter()
+        value = scenario.run(ctx, target)
+        elapsed = time.perf_counter() - t0
+        return elapsed if value is None else value
+    finally:
+        if scenario.cleanup is not None:
+            scenario.cleanup(ctx, target)
+
+
+def run_scenario(ctx: Context, scenario: Scenario, repeat: int) -> list[Result]:
+    tools = list(scenario.tools) + (["ssh"] if scenario.pipe is not None else [])
+    results = {tool: Result(scenario, tool) for tool in tools}
+    try:
+        scenario.setup(ctx)
+    except Exception as exc:  # one broken scenario must not end the run
+        for r in results.values():
+            r.error = f"setup: {exc}"
+        return list(results.values())
+    mp = {tool: str(ctx.mounts / f"{scenario.name}-{tool}") for tool in tools}
+    repeat = min(repeat, scenario.repeat or repeat)
+    if scenario.cold:
+        for _ in range(repeat):
+            for tool in tools:
+                r = results[tool]
+                if r.error:
+                    continue
+                try:
+                    with TOOLS[tool](ctx, mp[tool]) as target:
+                        ctx.drop_caches()
+                        r.values.append(_timed(ctx, scenario, target))
+                except Exception as exc:
+                    r.error = str(exc)
+                ctx.log(f"  {scenario.name:<22} {tool:<7} {_fmt_last(r, scenario)}")
+        return list(results.values())
+    with contextlib.ExitStack() as stack:
+        targets: dict[str, Target] = {}
+        for tool in tools:
+            try:
+                targets[tool] = stack.enter_context(TOOLS[tool](ctx, mp[tool]))
+                _timed(ctx, scenario, targets[tool])  # warm-up, not counted
+            except Exception as exc:
+                results[tool].error = str(exc)
+        for _ in range(repeat):
+            for tool, target in targets.items():
+                r = results[tool]
+                if r.error:
+                    continue
+                try:
+                    r.values.append(_timed(ctx, scenario, target))
+                except Exception as exc:
+                    r.error = str(exc)
+                ctx.log(f"  {scenario.name:<22} {tool:<7} {_fmt_last(r, scenario)}")
+    return list(results.values())
+
+
+def _fmt_last(r: Result, scenario: Scenario) -> str:
+    if r.error:
+        return f"FAILED: {r.error[:200]}"
+    return f"{r.values[-1]:.2f} {scenario.unit}"
+
+
+def start_sshd() -> Sshd:
+    return Sshd().start()
+
+
+def leftover_mounts(base: Path) -> list[str]:
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(str(base))]

@@ -1,0 +1,285 @@
+"""SftpFile: one open remote file, streamed.
+
+Reads go through a :class:`~sshvfs.vfs.readahead.ReadAhead`, writes through a
+:class:`~sshvfs.vfs.writebehind.WriteBehind`, both on the asyncio side; the mount-wide
+bounds and coherence live in :class:`~sshvfs.vfs.streaming.Streaming`. Errors are translated
+by :mod:`sshvfs.vfs.sftp`'s one mapping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+from typing import TYPE_CHECKING
+
+import asyncssh
+
+from ..errors import fs_error
+from ..transfers import Direction, Transfer
+from .readahead import ReadAhead
+from .sftp import _attrs, _translate
+from .streaming import Streaming
+from .types import Attrs
+from .writebehind import WriteBehind
+
+if TYPE_CHECKING:
+    from .sftp import SftpVFS
+
+log = logging.getLogger(__name__)
+
+
+class SftpFile:
+    """An open remote file: reads stream through a :class:`ReadAhead`, writes through a
+    :class:`WriteBehind`, both on the asyncio side.
+
+    Every method is at most one crossing. A write that fits the write-behind bounds does
+    not even wait for its crossing (it is handed to the asyncio loop, whose queue keeps the
+    order); ``flush`` of a handle whose writes are all acknowledged crosses not at all. A
+    write error is sticky: once the server refused a write, every later write, flush, fsync
+    and close of this handle raises it.
+    """
+
+    #: a read handle that has moved this much asks once for its size (for the status file)
+    learn_size_after = 1 << 20
+
+    def __init__(
+        self,
+        vfs: SftpVFS,
+        path: bytes,
+        handle: asyncssh.SFTPClientFile,
+        streaming: Streaming,
+        attrs: Attrs | None = None,
+    ) -> None:
+        self._vfs = vfs
+        self._path = path
+        self._handle = handle
+        self._streaming = streaming
+        limits = streaming.limits
+        self._reader = ReadAhead(
+            self._fetch,
+            limits.read_block,
+            limits.read_window,
+            streaming.read_budget,
+            on_batch=streaming.cork.hold,
+        )
+        self._writer = WriteBehind(
+            self._send,
+            limits.write_block,
+            limits.write_limit,
+            streaming.write_budget,
+            on_settled=self._settled,
+        )
+        # trio side
+        self._error: OSError | None = None
+        self._submitted = 0  # bytes handed to the writer; compare with _writer.settled
+        self._waiting = 0  # writes waiting for their crossing (past a bound)
+        self._attrs = attrs  # what the first fstat says, unless written or truncated first
+        self._reading: Transfer | None = None
+        self._writing: Transfer | None = None
+        self._size_asked = False
+        # asyncio side
+        self._registered = False
+        self._size_task: asyncio.Future[None] | None = None
+
+    @property
+    def path(self) -> bytes:
+        return self._path
+
+    # -- asyncio side: what the ReadAhead and WriteBehind call ------------------------------
+
+    async def _fetch(self, offset: int, size: int) -> bytes:
+        try:
+            data = await self._handle.read(size, offset)
+        except (asyncssh.Error, ConnectionError, EOFError) as exc:
+            raise _translate(exc, self._path) from exc
+        assert isinstance(data, bytes)  # opened with encoding=None
+        return data
+
+    async def _send(self, offset: int, data: memoryview) -> None:
+        try:
+            # any bytes-like will do: asyncssh only concatenates it into the packet
+            await self._handle.write(data, offset)  # type: ignore[type-var]
+        except asyncssh.SFTPFailure as exc:
+            code = await self._explain_write_failure(len(data))
+            if code is not None:
+                raise fs_error(code, self._path) from exc
+            raise _translate(exc, self._path) from exc
+        except (asyncssh.Error, ConnectionError, EOFError) as exc:
+            raise _translate(exc, self._path) from exc
+
+    async def _explain_write_failure(self, size: int) -> int | None:
+        """SFTP v3 reports a full disk as FX_FAILURE: ask statvfs whether it is one."""
+        try:
+            v = await self._vfs.sftp.statvfs(self._vfs.remote(self._path))
+        except (asyncssh.Error, OSError):
+            return None
+        # root may use reserved blocks, so compare with bfree, not bavail
+        return errno.ENOSPC if v.bfree * max(v.frsize, 1) < max(size, 1) else None
+
+    def _settled(self, nbytes: int, ok: bool) -> None:
+        self._streaming.write_settled += nbytes
+        if ok and self._writing is not None:
+            self._writing.advance(nbytes)
+
+    async def _learn_size(self, transfer: Transfer) -> None:
+        try:
+            attrs = await self._handle.stat()
+        except Exception:  # closed meanwhile, or the server would not say: no total shown
+            log.debug("no size for the status of %r", self._path, exc_info=True)
+            return
+        transfer.total = attrs.size
+
+    async def _write_op(self, offset: int, data: bytes) -> int:
+        self._streaming.changed(self._path)
+        return await self._writer.write(offset, data)
+
+    def _start_write(self, offset: int, data: bytes) -> None:
+        # a plain callback, not a coroutine: the WRITE tasks exist before any request
+        # submitted after this one (see WriteBehind.start)
+        self._streaming.changed(self._path)
+        self._writer.start(offset, data)
+
+    # -- trio side: the VFSFile Protocol ----------------------------------------------------
+
+    def _transfer(self, direction: Direction) -> Transfer | None:
+        transfers = self._streaming.transfers
+        if transfers is None:
+            return None
+        if direction == "read":
+            if self._reading is None:
+                self._reading = transfers.begin(self._path, "read", None)
+            return self._reading
+        if self._writing is None:
+            self._writing = transfers.begin(self._path, "write", None)
+        return self._writing
+
+    def _check(self) -> None:
+        """Raise the write error this handle met, if any."""
+        if self._error is None:
+            self._error = self._writer.error
+        if self._error is not None:
+            raise self._error
+
+    async def read(self, offset: int, size: int) -> bytes:
+        transfer = self._transfer("read")
+        learn = (
+            transfer is not None
+            and not self._size_asked
+            and transfer.bytes_done >= self.learn_size_after
+        )
+        if learn:
+            self._size_asked = True
+
+        async def op() -> bytes:
+            if not self._registered:
+                self._registered = True
+                self._streaming.register(self._path, self._reader)
+            if learn and transfer is not None:  # a big read: tell the status file its size
+                self._size_task = asyncio.ensure_future(self._learn_size(transfer))
+            await self._writer.barrier()
+            return await self._reader.read(offset, size)
+
+        data = await self._vfs._run(op(), self._path)
+        if transfer is not None:
+            transfer.advance(len(data))
+        return data
+
+    async def write(self, offset: int, data: bytes) -> int:
+        self._check()
+        self._transfer("write")
+        self._attrs = None
+        size = len(data)
+        streaming = self._streaming
+        fits = not self._waiting and streaming.write_fits(
+            self._submitted - self._writer.settled, size
+        )
+        self._submitted += size
+        streaming.write_submitted += size
+        if fits:
+            # within both bounds, so the writer will not wait: hand it over and answer now
+            # (the asyncio queue keeps it ahead of any later call of this or any handle)
+            self._vfs._bridge.loop.call_soon_threadsafe(self._start_write, offset, data)
+            return size
+        self._waiting += 1
+        try:  # past a bound: wait until it is sent
+            return await self._vfs._run(self._write_op(offset, data), self._path)
+        except OSError:
+            self._check()
+            raise
+        finally:
+            self._waiting -= 1
+
+    async def truncate(self, size: int) -> None:
+        self._attrs = None
+
+        async def op() -> None:
+            await self._writer.barrier()
+            self._streaming.changed(self._path)
+            await self._handle.truncate(size)  # after every write sent before it
+
+        await self._vfs._run(op(), self._path)
+
+    async def fstat(self) -> Attrs:
+        attrs, self._attrs = self._attrs, None
+        if attrs is not None:
+            return attrs  # learnt with the open: the one fstat that follows a create
+
+        async def op() -> Attrs:
+            await self._writer.barrier()
+            return _attrs(await self._handle.stat())  # sees every write sent before it
+
+        return await self._vfs._run(op(), self._path)
+
+    async def flush(self) -> None:
+        settled = self._writer.settled  # read before the error: see WriteBehind's doc
+        self._check()
+        if settled == self._submitted:
+            return  # every write acknowledged, none failed
+        try:
+            await self._vfs._run(self._writer.drain(), self._path)
+        except OSError:
+            self._check()
+            raise
+
+    async def fsync(self) -> None:
+        self._check()
+
+        async def op() -> None:
+            await self._writer.drain()
+            try:
+                await self._handle.fsync()
+            except asyncssh.SFTPOpUnsupported:
+                # the server cannot fsync; every WRITE was already acknowledged by it
+                log.debug("server has no fsync@openssh.com; fsync is a no-op")
+
+        try:
+            await self._vfs._run(op(), self._path)
+        except OSError:
+            self._check()
+            raise
+
+    async def close(self) -> None:
+        async def op() -> OSError | None:
+            error: OSError | None = None
+            try:
+                await self._writer.drain()
+            except OSError as exc:
+                error = exc
+            self._reader.close()
+            self._streaming.unregister(self._path, self._reader)
+            try:
+                await self._handle.close()
+            except (asyncssh.Error, ConnectionError, EOFError) as exc:
+                error = error or _translate(exc, self._path)
+            return error
+
+        try:
+            error = await self._vfs._run(op(), self._path)
+        finally:
+            for transfer in (self._reading, self._writing):
+                if transfer is not None:
+                    transfer.end()
+        if error is not None:
+            self._error = self._error or error
+            raise error
