@@ -198,10 +198,6 @@ def parse_mount_options(args: argparse.Namespace) -> MountOptions:
         opts.ssh_config = os.path.expanduser(args.ssh_config)
     if args.compression:
         opts.compression = "yes"
-    if opts.reconnect:
-        opts.warnings.append(
-            "reconnect is accepted but not implemented yet: a dropped connection needs a remount"
-        )
     return opts
 
 

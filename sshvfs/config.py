@@ -196,8 +196,15 @@ OPTIONS.update(
             Option(
                 "reconnect",
                 "flag",
-                False,
-                "reconnect when the connection drops (accepted; not acted upon yet)",
+                True,
+                "reconnect by itself when the connection drops; open files are reopened",
+            ),
+            Option(
+                "timeout",
+                "float",
+                30.0,
+                "deadline of every remote operation in seconds (ETIMEDOUT after it; 0 = none)",
+                attr="op_timeout",
             ),
             Option("noreconnect", "flag", False, "do not reconnect", attr="reconnect", negate=True),
             Option("dir_cache", "choice", "yes", "sshfs's cache", ("yes", "no"), attr="cache"),
@@ -355,7 +362,8 @@ class MountOptions:
     gid: int | None = None
     umask: int | None = None
     follow_symlinks: bool = False
-    reconnect: bool = False
+    reconnect: bool = True
+    op_timeout: float = 30.0
     negative_timeout: float | None = None
     host_key_algorithms: str | None = None
     kex_algorithms: str | None = None

@@ -20,7 +20,8 @@ from .fuse.control import ControlState
 from .fuse.operations import Operations, Timeouts
 from .fuse.ownership import Ownership
 from .ssh.bridge import Bridge
-from .ssh.connection import Connection, connect
+from .ssh.connection import Connection
+from .ssh.session import Session
 from .transfers import Transfers
 from .vfs.cached import CachingVFS
 from .vfs.sftp import SftpVFS
@@ -97,13 +98,15 @@ class Mount:
     def connect(self) -> None:
         self.bridge.start()
         timeout = (self.opts.connect_timeout or 60) + 30
-        self.connection = self.bridge.call(connect(self.target, self.opts), timeout)
+        self.session = Session(self.target, self.opts, reconnect=self.opts.reconnect)
+        self.connection = self.bridge.call(self.session.start(), timeout)
 
     cache: CachingVFS | None = None
     started: float = field(default_factory=time.time)
     #: file transfers in flight, for the status file (None: not tracked)
     transfers: Transfers | None = None
     sftp_vfs: SftpVFS | None = None
+    session: Session | None = None
 
     def ownership(self) -> Ownership:
         """The presentation of owners and modes; idmap=user asks who owns the login dir."""
@@ -142,6 +145,8 @@ class Mount:
             listing_threshold=opts.listing_threshold,
             warm_up=opts.listing != "sftp",
             transfers=self.transfers,
+            session=self.session,
+            timeout=opts.op_timeout,
         )
         vfs: VFS = self.sftp_vfs
         if opts.follow_symlinks:
@@ -196,8 +201,7 @@ class Mount:
             "remote_root": os.fsdecode(conn.root) if conn else None,
             "remote_home": os.fsdecode(conn.home) if conn else None,
             "mountpoint": self.mountpoint,
-            "state": "connected" if conn else "disconnected",
-            "reconnects": 0,
+            **(self.session.status() if self.session is not None else {"state": "disconnected"}),
             "started": self.started,
             "uptime": round(time.time() - self.started, 1),
             "cache": self.cache.counts() if self.cache is not None else None,
@@ -256,12 +260,17 @@ class Mount:
                 return
 
     def shutdown(self) -> None:
-        if self.connection is not None:
+        if self.session is not None or self.connection is not None:
+            closing = self.session.close() if self.session is not None else None
             try:
-                self.bridge.call(self.connection.close(), 10)
+                if closing is not None:
+                    self.bridge.call(closing, 10)
+                elif self.connection is not None:
+                    self.bridge.call(self.connection.close(), 10)
             except Exception:
                 log.debug("closing the connection failed", exc_info=True)
             self.connection = None
+            self.session = None
         self.bridge.close()
 
 

@@ -60,7 +60,9 @@ class Session:
         return lost
 
     def _install(self, conn: Connection) -> None:
-        self.current = conn
+        previous, self.current = self.current, conn
+        if previous is not None:  # it may linger half-open: let it go
+            asyncio.ensure_future(previous.close())
         self.generation += 1
         self.state = "connected"
         self.since = time.time()
@@ -129,8 +131,11 @@ class Session:
         if self.state == "connected" and self.current is not None:
             return self.current
         # EIO, like a disk that is gone: the caller may try again later
-        raise fs_error(errno.EIO, detail=f"not connected to {self.target.host}"
-                       f" ({self.state}: {self.last_error or 'no connection'})")
+        raise fs_error(
+            errno.EIO,
+            detail=f"not connected to {self.target.host}"
+            f" ({self.state}: {self.last_error or 'no connection'})",
+        )
 
     def status(self) -> dict[str, object]:
         return {

@@ -181,6 +181,8 @@ class CachingVFS:
             path = None
         else:
             self._drop_subtree(path)
+            # fetches in flight started before this: none of them may install what it got
+            self._epoch += 1
             parent, name = split(path)
             listing = self._dirs.get(parent)
             if listing is not None:

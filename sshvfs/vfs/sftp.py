@@ -20,6 +20,8 @@ import asyncssh
 
 from ..errors import fs_error
 from ..ssh.bridge import Bridge
+from ..ssh.connection import Connection
+from ..ssh.session import Session
 from ..ssh.lister import DEFAULT_SESSIONS, DirLister, ExecLister, ListingPolicy
 from ..transfers import Transfers
 from .streaming import Streaming
@@ -55,6 +57,17 @@ _ERRNO_BY_CODE: dict[int, int] = {
 
 #: a failure whose POSIX meaning the server did not tell us (SFTP v3 FX_FAILURE)
 _AMBIGUOUS = errno.EIO
+
+#: the connection went away under a request (or before it was sent)
+_LOST = (
+    asyncssh.SFTPNoConnection,
+    asyncssh.SFTPConnectionLost,
+    asyncssh.ConnectionLost,
+    asyncssh.DisconnectError,
+    ConnectionError,
+    EOFError,
+    BrokenPipeError,
+)
 
 
 def _translate(exc: BaseException, path: bytes) -> OSError:
@@ -132,13 +145,22 @@ class SftpVFS:
         exec_sessions: int = DEFAULT_SESSIONS,
         warm_up: bool = False,
         transfers: Transfers | None = None,
+        session: Session | None = None,
+        timeout: float | None = None,
     ) -> None:
         """``exec_conn`` (the connection ``sftp`` runs on) enables bulk listing over the
         exec channel; ``listing``/``listing_threshold`` choose when (see
         :class:`sshvfs.ssh.lister.ListingPolicy`); ``exec_sessions`` bounds its channels;
         ``warm_up`` probes the exec channel now, in the background, so that the first
-        huge listing does not wait for a remote shell to start."""
+        huge listing does not wait for a remote shell to start.
+
+        ``session`` lets the VFS follow reconnects (and wait for one, bounded); ``timeout``
+        is the deadline of every remote operation, after which the caller gets ETIMEDOUT."""
         self._bridge = bridge
+        self._session = session
+        self.timeout = timeout or None
+        self._exec_sessions = exec_sessions
+        self._exec_resolution = 1_000_000_000
         self._sftp = sftp
         self._root = root.rstrip(b"/")
         # file streaming: block sizes from the server, memory bounds, transfers in flight
@@ -149,11 +171,50 @@ class SftpVFS:
             # mtime would flip between x.123456789 (listed) and x.0 (stat), and make,
             # rsync, git and editors would see a change that never happened
             resolution = 1 if sftp.version >= 4 else 1_000_000_000
+            self._exec_resolution = resolution
             bulk = ExecLister(exec_conn, sessions=exec_sessions, time_resolution_ns=resolution)
         policy = ListingPolicy(listing, listing_threshold)
         self._listings = DirLister(sftp, _entry, policy, bulk)
         if bulk is not None and warm_up:
             bridge.submit(bulk.probe())  # its outcome lands in bulk.available
+        if session is not None:
+            session.on_connect.append(self._rebind)
+
+    def _rebind(self, conn: Connection) -> None:
+        """A new connection (asyncio side): every later call uses it."""
+        old = self._listings
+        self._sftp = conn.sftp
+        bulk = None
+        if old.bulk is not None:
+            old.bulk.close()
+            bulk = ExecLister(
+                conn.conn, sessions=self._exec_sessions, time_resolution_ns=self._exec_resolution
+            )
+        self._listings = DirLister(conn.sftp, _entry, old.policy, bulk)
+
+    @property
+    def generation(self) -> int:
+        """Which connection this VFS talks over (a handle opened on an older one reopens)."""
+        return self._session.generation if self._session is not None else 0
+
+    @property
+    def can_reconnect(self) -> bool:
+        return self._session is not None and self._session.reconnect_enabled
+
+    async def recover(self, generation: int, exc: BaseException, wait: bool = True) -> None:
+        """Asyncio side: the connection of ``generation`` failed under a request; make sure a
+        reconnect is under way and (``wait``) wait for it, bounded by the deadline."""
+        if self._session is None:
+            return
+        if self._session.generation == generation:
+            self._session.lost(generation, exc if isinstance(exc, Exception) else None)
+        if wait:
+            await self._deadline(self.connected(), b"")
+
+    async def connected(self) -> None:
+        """Asyncio side: return once connected, waiting for a reconnect up to the deadline."""
+        if self._session is not None and self._session.state != "connected":
+            await self._session.wait(self.timeout)
 
     @property
     def root(self) -> bytes:
@@ -172,7 +233,7 @@ class SftpVFS:
     async def _run(self, coro: Coroutine[Any, Any, T], path: bytes) -> T:
         async def guarded() -> T:
             try:
-                return await coro
+                return await self._deadline(coro, path)
             except asyncssh.Error as exc:
                 raise _translate(exc, path) from exc
             except (ConnectionError, EOFError, BrokenPipeError) as exc:
@@ -180,15 +241,31 @@ class SftpVFS:
 
         return await self._bridge.run(guarded())
 
+    async def _deadline(self, aw: Awaitable[T], path: bytes) -> T:
+        """Asyncio side: ``aw`` within the per-operation deadline, ETIMEDOUT after it."""
+        if self.timeout is None:
+            return await aw
+        try:
+            return await asyncio.wait_for(aw, self.timeout)
+        except asyncio.TimeoutError:
+            # the server or the network stalls: fail this call, keep the mount up
+            raise fs_error(
+                errno.ETIMEDOUT, path, f"no answer from the server within {self.timeout:g} s"
+            ) from None
+
     async def _op(
         self,
         path: bytes,
         action: Callable[[], Awaitable[T]],
         explain: Callable[[], Awaitable[int | None]] | None = None,
+        idempotent: bool = True,
     ) -> T:
-        """Run ``action``; on an ambiguous failure ask ``explain`` for the real errno."""
+        """Run ``action``; on an ambiguous failure ask ``explain`` for the real errno.
 
-        async def guarded() -> T:
+        A connection lost before the request was sent, or during an ``idempotent`` one, is
+        waited out (a reconnect, bounded by the deadline) and the action runs once more."""
+
+        async def attempt() -> T:
             try:
                 return await action()
             except (asyncssh.SFTPFailure, asyncssh.SFTPNoSuchFile) as exc:
@@ -197,10 +274,22 @@ class SftpVFS:
                 if code is not None:
                     raise fs_error(code, path) from exc
                 raise _translate(exc, path) from exc
-            except asyncssh.Error as exc:
-                raise _translate(exc, path) from exc
-            except (ConnectionError, EOFError, BrokenPipeError) as exc:
-                raise _translate(exc, path) from exc
+
+        async def guarded() -> T:
+            for tries in (1, 2):
+                await self._deadline(self.connected(), path)
+                generation = self.generation
+                try:
+                    return await self._deadline(attempt(), path)
+                except _LOST as exc:
+                    unsent = isinstance(exc, asyncssh.SFTPNoConnection)
+                    if self._session is None or tries == 2 or not (idempotent or unsent):
+                        raise _translate(exc, path) from exc
+                    log.debug("connection lost during %r; retrying after reconnect", path)
+                    await self.recover(generation, exc, wait=False)
+                except asyncssh.Error as exc:
+                    raise _translate(exc, path) from exc
+            raise AssertionError("unreachable")
 
         return await self._bridge.run(guarded())
 
@@ -297,10 +386,11 @@ class SftpVFS:
                 return errno.EEXIST
             return None
 
-        handle, attrs = await self._op(path, action, explain)
+        # O_EXCL twice would fail where the first try may have created the file
+        handle, attrs = await self._op(path, action, explain, idempotent=not flags & os.O_EXCL)
         from .sftpfile import SftpFile  # it builds on this module's error mapping
 
-        return SftpFile(self, path, handle, self._streaming, attrs)
+        return SftpFile(self, path, handle, self._streaming, attrs, flags)
 
     async def mkdir(self, path: bytes, mode: int = 0o755) -> None:
         remote = self.remote(path)
@@ -308,7 +398,7 @@ class SftpVFS:
         async def action() -> None:
             await self._sftp.mkdir(remote, asyncssh.SFTPAttrs(permissions=mode & 0o7777))
 
-        await self._op(path, action, lambda: self._exists_explains(remote))
+        await self._op(path, action, lambda: self._exists_explains(remote), idempotent=False)
 
     async def rmdir(self, path: bytes) -> None:
         remote = self.remote(path)
@@ -323,7 +413,7 @@ class SftpVFS:
                 return errno.ENOTEMPTY
             return None
 
-        await self._op(path, lambda: self._sftp.rmdir(remote), explain)
+        await self._op(path, lambda: self._sftp.rmdir(remote), explain, idempotent=False)
 
     async def unlink(self, path: bytes) -> None:
         remote = self.remote(path)
@@ -332,7 +422,7 @@ class SftpVFS:
             # unlink(2) of a directory: Linux says EISDIR
             return errno.EISDIR if await self._kind(remote) == _stat.S_IFDIR else None
 
-        await self._op(path, lambda: self._sftp.remove(remote), explain)
+        await self._op(path, lambda: self._sftp.remove(remote), explain, idempotent=False)
 
     async def rename(self, old: bytes, new: bytes) -> None:
         src, dst = self.remote(old), self.remote(new)
@@ -352,12 +442,15 @@ class SftpVFS:
                 return errno.EINVAL  # a directory cannot move into itself
             return None
 
-        await self._op(old, lambda: self._sftp.posix_rename(src, dst), explain)
+        await self._op(old, lambda: self._sftp.posix_rename(src, dst), explain, idempotent=False)
 
     async def symlink(self, target: bytes, path: bytes) -> None:
         remote = self.remote(path)
         await self._op(
-            path, lambda: self._sftp.symlink(target, remote), lambda: self._exists_explains(remote)
+            path,
+            lambda: self._sftp.symlink(target, remote),
+            lambda: self._exists_explains(remote),
+            idempotent=False,
         )
 
     async def link(self, existing: bytes, new: bytes) -> None:
@@ -369,7 +462,7 @@ class SftpVFS:
             # link(2) of a directory is EPERM on Linux
             return errno.EPERM if await self._kind(src) == _stat.S_IFDIR else None
 
-        await self._op(new, lambda: self._sftp.link(src, dst), explain)
+        await self._op(new, lambda: self._sftp.link(src, dst), explain, idempotent=False)
 
     async def _lsetstat(self, remote: bytes, attrs: asyncssh.SFTPAttrs) -> None:
         """setstat that never follows a final symlink (asyncio side).

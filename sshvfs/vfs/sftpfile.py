@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 from typing import TYPE_CHECKING
 
 import asyncssh
@@ -18,7 +19,7 @@ import asyncssh
 from ..errors import fs_error
 from ..transfers import Direction, Transfer
 from .readahead import ReadAhead
-from .sftp import _attrs, _translate
+from .sftp import _LOST, _attrs, _pflags, _translate
 from .streaming import Streaming
 from .types import Attrs
 from .writebehind import WriteBehind
@@ -50,10 +51,16 @@ class SftpFile:
         handle: asyncssh.SFTPClientFile,
         streaming: Streaming,
         attrs: Attrs | None = None,
+        flags: int = os.O_RDONLY,
     ) -> None:
         self._vfs = vfs
         self._path = path
         self._handle = handle
+        # after a reconnect the handle is reopened by path, never truncating or creating
+        self._reopen_flags = flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC)
+        self._generation = vfs.generation
+        self._reopening: asyncio.Lock | None = None
+        self._lost_writes = False
         self._streaming = streaming
         limits = streaming.limits
         self._reader = ReadAhead(
@@ -88,18 +95,56 @@ class SftpFile:
 
     # -- asyncio side: what the ReadAhead and WriteBehind call ------------------------------
 
+    async def _live_handle(self) -> asyncssh.SFTPClientFile:
+        """The handle, reopened by path if the connection was replaced since it was opened."""
+        if self._generation == self._vfs.generation:
+            return self._handle
+        if self._reopening is None:
+            self._reopening = asyncio.Lock()
+        async with self._reopening:
+            if self._generation != self._vfs.generation:
+                await self._vfs.connected()
+                generation = self._vfs.generation
+                self._handle = await self._vfs.sftp.open(
+                    self._vfs.remote(self._path),
+                    _pflags(self._reopen_flags),
+                    encoding=None,
+                    block_size=0,
+                )
+                self._generation = generation
+                log.info("reopened %r after a reconnect", self._path)
+        return self._handle
+
     async def _fetch(self, offset: int, size: int) -> bytes:
-        try:
-            data = await self._handle.read(size, offset)
-        except (asyncssh.Error, ConnectionError, EOFError) as exc:
-            raise _translate(exc, self._path) from exc
-        assert isinstance(data, bytes)  # opened with encoding=None
-        return data
+        for tries in (1, 2):
+            try:
+                handle = await self._live_handle()
+                data = await self._vfs._deadline(handle.read(size, offset), self._path)
+            except _LOST as exc:
+                if tries == 2 or not self._vfs.can_reconnect:
+                    raise _translate(exc, self._path) from exc
+                # reads are idempotent: wait for the new connection and read again
+                await self._vfs.recover(self._generation, exc)
+                continue
+            except (asyncssh.Error, ConnectionError, EOFError) as exc:
+                raise _translate(exc, self._path) from exc
+            assert isinstance(data, bytes)  # opened with encoding=None
+            return data
+        raise AssertionError("unreachable")
 
     async def _send(self, offset: int, data: memoryview) -> None:
+        if self._lost_writes:
+            raise fs_error(errno.EIO, self._path, "earlier writes were lost with the connection")
         try:
+            handle = await self._live_handle()
             # any bytes-like will do: asyncssh only concatenates it into the packet
-            await self._handle.write(data, offset)  # type: ignore[type-var]
+            await self._vfs._deadline(handle.write(data, offset), self._path)  # type: ignore[type-var]
+        except _LOST as exc:
+            # unacknowledged data is gone: this handle fails from now on, loudly
+            self._lost_writes = True
+            if self._vfs.can_reconnect:
+                await self._vfs.recover(self._generation, exc, wait=False)
+            raise fs_error(errno.EIO, self._path, f"write lost with the connection: {exc}") from exc
         except asyncssh.SFTPFailure as exc:
             code = await self._explain_write_failure(len(data))
             if code is not None:

@@ -223,3 +223,25 @@ async def test_walk_detection_prefetches_the_tree(setup: Any) -> None:
             await cache.readdir(f"/w/d{a}/s{b}".encode())
     assert backend.calls["readdir"] == calls == 2  # the third listing waited for the tree
     assert backend.calls["tree"] == 1
+
+
+async def test_fetch_racing_an_invalidation_is_not_installed(workdir: str) -> None:
+    import trio
+
+    gate = trio.Event()
+
+    class Slow(LocalVFS):
+        async def readdir(self, path: bytes) -> list[Any]:
+            entries = await super().readdir(path)
+            await gate.wait()  # the listing is taken, then held up in flight
+            return entries
+
+    cache = CachingVFS(Slow(workdir), timer=Clock())
+    touch(workdir, "d/old")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(cache.readdir, b"/d")
+        await trio.sleep(0.05)
+        touch(workdir, "d/new")
+        cache.invalidate(b"/d")
+        gate.set()
+    assert sorted(e.name for e in await cache.readdir(b"/d")) == [b"new", b"old"]
