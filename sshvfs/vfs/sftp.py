@@ -21,8 +21,8 @@ import asyncssh
 from ..errors import fs_error
 from ..ssh.bridge import Bridge
 from ..ssh.connection import Connection
-from ..ssh.session import Session
 from ..ssh.lister import DEFAULT_SESSIONS, DirLister, ExecLister, ListingPolicy
+from ..ssh.session import Session
 from ..transfers import Transfers
 from .streaming import Streaming
 from .types import Attrs, Entry, StatFs, VFSFile
@@ -247,7 +247,7 @@ class SftpVFS:
             return await aw
         try:
             return await asyncio.wait_for(aw, self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             # the server or the network stalls: fail this call, keep the mount up
             raise fs_error(
                 errno.ETIMEDOUT, path, f"no answer from the server within {self.timeout:g} s"

@@ -271,7 +271,7 @@ def test_32_processes_stay_correct_and_responsive(sshd: Sshd, workdir: str) -> N
         finally:
             stop.set()
             prober.join()
-        for p, out in zip(procs, outputs):
+        for p, out in zip(procs, outputs, strict=True):
             assert p.returncode == 0 and out.startswith("ok"), out
         assert worst < 1.0, worst
         for i in range(32):  # the server holds what each worker last wrote and read back
