@@ -15,11 +15,13 @@ Everything here runs on the trio side; a hit never crosses to the asyncio thread
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
+import stat as _stat
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,6 +114,9 @@ class CachingVFS:
         self._walk = WalkDetector() if walk_prefetch and dir_ttl > 0 else None
         self._prefetching: dict[bytes, trio.Event] = {}
         self.prefetches = 0
+        #: regular files with more than one name: a write through one name changes what
+        #: the others show, so their attributes are always asked for
+        self._linked: set[bytes] = set()
 
     # -- bookkeeping -----------------------------------------------------------------
 
@@ -126,6 +131,7 @@ class CachingVFS:
 
     def _learn(self, path: bytes, attrs: Attrs) -> None:
         """Install fresh attributes everywhere they are cached."""
+        self._note_links(path, attrs)
         if self._enabled_attr:
             self._attrs[path] = attrs
         self._neg.pop(path, None)
@@ -154,6 +160,7 @@ class CachingVFS:
     def _gone(self, path: bytes) -> None:
         """``path`` no longer exists (unlink, rmdir, rename source)."""
         self._drop_subtree(path)
+        self._linked.discard(path)
         parent, name = split(path)
         self._bump(parent)
         self._attrs.pop(parent, None)  # its mtime and nlink changed
@@ -208,7 +215,15 @@ class CachingVFS:
 
     # -- reads -----------------------------------------------------------------------
 
+    def _note_links(self, path: bytes, attrs: Attrs) -> None:
+        if attrs.nlink > 1 and _stat.S_ISREG(attrs.mode):
+            if len(self._linked) > 100_000:
+                self._linked.clear()
+            self._linked.add(path)
+
     def _cached_attrs(self, path: bytes) -> Attrs | None | object:
+        if path in self._linked:
+            return None
         if path != b"/":
             parent, name = split(path)
             listing = self._dirs.get(parent)
@@ -299,10 +314,11 @@ class CachingVFS:
         into the attribute cache: that would double the memory of a huge directory)."""
         if self._enabled_dir:
             self._dirs[path] = Listing({e.name: e for e in entries})
-        if self._enabled_attr:
-            for e in entries:
-                if e.target is not None:
-                    self._links[join(path, e.name)] = e.target
+        for e in entries:
+            if e.attrs.nlink > 1:
+                self._note_links(join(path, e.name), e.attrs)
+            if self._enabled_attr and e.target is not None:
+                self._links[join(path, e.name)] = e.target
 
     async def _refresh_dirty(self, path: bytes, listing: Listing) -> None:
         names = list(listing.dirty)
@@ -393,6 +409,7 @@ class CachingVFS:
 
     async def rename(self, old: bytes, new: bytes) -> None:
         known = self._attrs.get(old)
+        was_linked = old in self._linked
         self._mark(new)
         try:
             await self.inner.rename(old, new)
@@ -403,6 +420,9 @@ class CachingVFS:
         self._drop_subtree(new)
         self._mark(new)
         self._attrs.pop(split(new)[0], None)
+        self._linked.discard(new)
+        if was_linked:
+            self._linked.add(new)
         if known is not None:
             self._learn(new, known)  # a rename changes the name, not the attributes
 
@@ -421,6 +441,7 @@ class CachingVFS:
         finally:
             self._mark(new)
             self._mark(existing)  # its link count changed
+            self._linked.update((existing, new))
             self._attrs.pop(split(new)[0], None)
 
     async def _changed(self, path: bytes) -> None:
@@ -434,29 +455,64 @@ class CachingVFS:
         if gen == self._generation(split(path)[0]):  # not renamed or removed meanwhile
             self._learn(path, attrs)
 
-    async def chmod(self, path: bytes, mode: int) -> None:
+    def _known(self, path: bytes) -> Attrs | None:
+        cached = self._cached_attrs(path)
+        return cached if isinstance(cached, Attrs) else None
+
+    async def _set(self, path: bytes, action: Awaitable[None], **changes: int) -> None:
+        """Run a setattr. When it succeeds and we knew the attributes, we now know the new
+        ones too (what we set is what the server stores): no round trip to ask again."""
+        before = self._known(path)
+        gen = self._generation(split(path)[0])
         try:
-            await self.inner.chmod(path, mode)
-        finally:
+            await action
+        except BaseException:
             await self._changed(path)
+            raise
+        if before is None or path in self._linked or gen != self._generation(split(path)[0]):
+            await self._changed(path)
+            return
+        self._mark(path)
+        self._learn(path, dataclasses.replace(before, **changes))
+
+    def _seconds(self, ns: int) -> int:
+        """A time as the backend stores it (SFTP v3: whole seconds)."""
+        step = getattr(self.inner, "time_resolution_ns", 1)
+        return ns - ns % step
+
+    async def chmod(self, path: bytes, mode: int) -> None:
+        before = self._known(path)
+        if before is None or _stat.S_ISLNK(before.mode):
+            # a link's mode is whatever the server makes of it: ask
+            try:
+                await self.inner.chmod(path, mode)
+            finally:
+                await self._changed(path)
+            return
+        kind = _stat.S_IFMT(before.mode)
+        await self._set(path, self.inner.chmod(path, mode), mode=kind | (mode & 0o7777))
 
     async def chown(self, path: bytes, uid: int, gid: int) -> None:
-        try:
-            await self.inner.chown(path, uid, gid)
-        finally:
-            await self._changed(path)
+        before = self._known(path)
+        changes = {}
+        if before is not None:
+            changes = {"uid": before.uid if uid < 0 else uid, "gid": before.gid if gid < 0 else gid}
+        await self._set(path, self.inner.chown(path, uid, gid), **changes)
 
     async def truncate(self, path: bytes, size: int) -> None:
+        # the mtime moves on the server: ask once
         try:
             await self.inner.truncate(path, size)
         finally:
             await self._changed(path)
 
     async def utimens(self, path: bytes, atime_ns: int, mtime_ns: int) -> None:
-        try:
-            await self.inner.utimens(path, atime_ns, mtime_ns)
-        finally:
-            await self._changed(path)
+        await self._set(
+            path,
+            self.inner.utimens(path, atime_ns, mtime_ns),
+            atime_ns=self._seconds(atime_ns),
+            mtime_ns=self._seconds(mtime_ns),
+        )
 
     async def close(self) -> None:
         await self.inner.close()

@@ -161,6 +161,8 @@ class SftpVFS:
         self.timeout = timeout or None
         self._exec_sessions = exec_sessions
         self._exec_resolution = 1_000_000_000
+        #: what a stored time is rounded down to (SFTP v3 carries whole seconds)
+        self.time_resolution_ns = 1 if sftp.version >= 4 else 1_000_000_000
         self._sftp = sftp
         self._root = root.rstrip(b"/")
         # file streaming: block sizes from the server, memory bounds, transfers in flight

@@ -286,9 +286,13 @@ def test_short_options(tmp_path: object) -> None:
         cli.parse_mount_options(cli.mount_parser().parse_args(["h:", "/mnt", "-1"]))
 
 
-def test_reconnect_is_accepted_with_a_note() -> None:
-    o = cli.parse_mount_options(cli.mount_parser().parse_args(["h:", "/m", "-o", "reconnect"]))
-    assert o.reconnect and any("not implemented yet" in w for w in o.warnings)
+def test_reconnect_is_on_by_default_and_can_be_turned_off() -> None:
+    def parse(*opts: str) -> object:
+        return cli.parse_mount_options(cli.mount_parser().parse_args(["h:", "/m", *opts]))
+
+    assert parse().reconnect and parse("-o", "reconnect").reconnect  # type: ignore[attr-defined]
+    assert not parse("-o", "noreconnect").reconnect  # type: ignore[attr-defined]
+    assert parse("-o", "timeout=2.5").op_timeout == 2.5  # type: ignore[attr-defined]
 
 
 def test_mount_helper_fake_mount_checks_and_mounts_nothing(tmp_path: object) -> None:
