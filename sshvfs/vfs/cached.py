@@ -120,11 +120,13 @@ class CachingVFS:
 
     # -- bookkeeping -----------------------------------------------------------------
 
-    def _generation(self, directory: bytes) -> tuple[int, int]:
-        return (self._epoch, self._gen.get(directory, 0))
+    def _generation(self, key: bytes) -> tuple[int, int]:
+        """A fetch of ``key`` (a path's attributes, or a directory's listing) may install
+        what it got only if this is unchanged from when it started."""
+        return (self._epoch, self._gen.get(key, 0))
 
-    def _bump(self, directory: bytes) -> None:
-        self._gen[directory] = self._gen.get(directory, 0) + 1
+    def _bump(self, key: bytes) -> None:
+        self._gen[key] = self._gen.get(key, 0) + 1
         if len(self._gen) > 100_000:  # only equality matters; old counters can go
             self._gen.clear()
             self._epoch += 1
@@ -152,16 +154,20 @@ class CachingVFS:
         if path == b"/":
             return
         parent, name = split(path)
-        self._bump(parent)
+        self._bump(path)  # its attributes
+        self._bump(parent)  # its directory's listing
         listing = self._dirs.get(parent)
         if listing is not None:
             listing.dirty.add(name)
 
     def _gone(self, path: bytes) -> None:
         """``path`` no longer exists (unlink, rmdir, rename source)."""
+        if path in self._dirs:
+            self._epoch += 1  # fetches below a directory that is gone: none may land
         self._drop_subtree(path)
         self._linked.discard(path)
         parent, name = split(path)
+        self._bump(path)
         self._bump(parent)
         self._attrs.pop(parent, None)  # its mtime and nlink changed
         listing = self._dirs.get(parent)
@@ -247,11 +253,11 @@ class CachingVFS:
             self.stats.hits += 1
             return cached
         self.stats.misses += 1
-        gen = self._generation(split(path)[0])
+        gen = self._generation(path)
         try:
             attrs = await self.inner.lstat(path)
         except FileNotFoundError:
-            if self._enabled_neg and gen == self._generation(split(path)[0]):
+            if self._enabled_neg and gen == self._generation(path):
                 self._neg[path] = _MISSING
                 parent, name = split(path)
                 listing = self._dirs.get(parent)
@@ -259,7 +265,7 @@ class CachingVFS:
                     listing.entries.pop(name, None)
                     listing.dirty.discard(name)
             raise
-        if gen == self._generation(split(path)[0]):
+        if gen == self._generation(path):
             self._learn(path, attrs)
         return attrs
 
@@ -447,12 +453,12 @@ class CachingVFS:
     async def _changed(self, path: bytes) -> None:
         """After a setattr: fetch the truth once so every cache holds it."""
         self._mark(path)
-        gen = self._generation(split(path)[0])
+        gen = self._generation(path)
         try:
             attrs = await self.inner.lstat(path)
         except OSError:
             return
-        if gen == self._generation(split(path)[0]):  # not renamed or removed meanwhile
+        if gen == self._generation(path):  # not changed, renamed or removed meanwhile
             self._learn(path, attrs)
 
     def _known(self, path: bytes) -> Attrs | None:
@@ -463,13 +469,13 @@ class CachingVFS:
         """Run a setattr. When it succeeds and we knew the attributes, we now know the new
         ones too (what we set is what the server stores): no round trip to ask again."""
         before = self._known(path)
-        gen = self._generation(split(path)[0])
+        gen = self._generation(path)
         try:
             await action
         except BaseException:
             await self._changed(path)
             raise
-        if before is None or path in self._linked or gen != self._generation(split(path)[0]):
+        if before is None or path in self._linked or gen != self._generation(path):
             await self._changed(path)
             return
         self._mark(path)
@@ -546,7 +552,10 @@ class CachedFile:
         await self._inner.truncate(size)
 
     async def fstat(self) -> Attrs:
-        return await self._inner.fstat()
+        attrs = await self._inner.fstat()
+        if not self._written:  # e.g. right after a create: the truth, learnt for free
+            self._vfs._learn(self._inner.path, attrs)
+        return attrs
 
     async def flush(self) -> None:
         await self._inner.flush()
@@ -558,5 +567,7 @@ class CachedFile:
         try:
             await self._inner.close()
         finally:
-            if self._written:
+            # every write drops the cached attributes; still known means they were fetched
+            # after the last write (e.g. by the fchown/futimens an untar does before close)
+            if self._written and self._vfs._known(self._inner.path) is None:
                 await self._vfs._changed(self._inner.path)
