@@ -109,15 +109,6 @@ class Connection:
     #: the login directory (what ``~`` means in the remote shell)
     home: bytes = b""
 
-    async def run(
-        self, command: bytes, timeout: float | None = None
-    ) -> asyncssh.SSHCompletedProcess:
-        """Run one command on the exec channel, output as bytes."""
-        return await asyncio.wait_for(
-            self.conn.run(command.decode("utf-8", "surrogateescape"), encoding=None, check=False),
-            timeout,
-        )
-
     async def close(self) -> None:
         try:
             self.sftp.exit()

@@ -47,6 +47,7 @@ async def _exec(process: asyncssh.SSHServerProcess[bytes], root: str) -> None:
     status = await proc.wait()
     await process.stdout.drain()
     process.exit(status)
+    await process.wait_closed()
 
 
 class DemoServer:

@@ -248,7 +248,9 @@ class SftpVFS:
         if self.timeout is None:
             return await aw
         try:
-            return await asyncio.wait_for(aw, self.timeout)
+            # asyncio.timeout, not wait_for: no task per call (a FUSE read is 128 KiB)
+            async with asyncio.timeout(self.timeout):
+                return await aw
         except TimeoutError:
             # the server or the network stalls: fail this call, keep the mount up
             raise fs_error(

@@ -118,8 +118,15 @@ class SftpFile:
     async def _fetch(self, offset: int, size: int) -> bytes:
         for tries in (1, 2):
             try:
-                handle = await self._live_handle()
-                data = await self._vfs._deadline(handle.read(size, offset), self._path)
+                handle = (
+                    self._handle
+                    if self._generation == self._vfs.generation
+                    else await self._live_handle()
+                )
+                # no deadline per block (a timer task per 255 KiB READ costs ~10% of a
+                # sequential read): the caller waiting for it has one, and a lost
+                # connection fails every request in flight
+                data = await handle.read(size, offset)
             except _LOST as exc:
                 if tries == 2 or not self._vfs.can_reconnect:
                     raise _translate(exc, self._path) from exc
@@ -138,7 +145,7 @@ class SftpFile:
         try:
             handle = await self._live_handle()
             # any bytes-like will do: asyncssh only concatenates it into the packet
-            await self._vfs._deadline(handle.write(data, offset), self._path)  # type: ignore[type-var]
+            await handle.write(data, offset)  # type: ignore[type-var]
         except _LOST as exc:
             # unacknowledged data is gone: this handle fails from now on, loudly
             self._lost_writes = True
