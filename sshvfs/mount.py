@@ -175,8 +175,6 @@ class Mount:
         ops = Operations(vfs, timeouts, state, self.ownership())
         # after each prompt of a followed shell, its directory is listed afresh
         state.on_cwd = self._invalidate
-        if self.cache is not None:
-            self.cache.listeners.append(ops.forget_kernel_cache)
         self._ops = ops
         return ops
 
@@ -184,7 +182,7 @@ class Mount:
 
     async def _invalidate(self, path: bytes | None) -> None:
         if self.cache is not None:
-            self.cache.invalidate(path, notify=False)
+            self.cache.invalidate(path)
         if self._ops is not None:
             await self._ops.drop_kernel_cache(path)
 
@@ -245,7 +243,6 @@ class Mount:
     async def _main(self, ops: Operations) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_signals, nursery)
-            nursery.start_soon(ops.run_notifier)
             nursery.start_soon(raise_read_ahead, self.mountpoint)
             await pyfuse3.main()
             nursery.cancel_scope.cancel()

@@ -222,14 +222,18 @@ class ControlDir:
         elif ino == PREFETCH_INODE:
             await self._prefetch(path)
 
-    async def _prefetch(self, path: bytes) -> None:
+    async def _require_dir(self, path: bytes, what: str, shown: bytes) -> None:
+        """EINVAL (and a warning) if ``path`` does not exist, ENOTDIR if it is no directory."""
         try:
             attrs = await self.state.lstat(path)
         except OSError as exc:
-            log.warning("prefetch: %s: %s", os.fsdecode(path), exc.strerror)
+            log.warning("%s: %s: %s", what, os.fsdecode(shown), exc.strerror)
             raise pyfuse3.FUSEError(errno.EINVAL) from None
         if not attrs.is_dir:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
+
+    async def _prefetch(self, path: bytes) -> None:
+        await self._require_dir(path, "prefetch", path)
         count = await self.state.prefetch(path)
         if count < 0:
             log.warning(
@@ -255,13 +259,7 @@ class ControlDir:
             log.info("cwd %s is outside the mount; 'here' unchanged", os.fsdecode(norm))
             return
         path = norm[len(root) :] or b"/"
-        try:
-            attrs = await self.state.lstat(path)
-        except OSError as exc:
-            log.warning("cwd: %s: %s", os.fsdecode(norm), exc.strerror)
-            raise pyfuse3.FUSEError(errno.EINVAL) from None
-        if not attrs.is_dir:
-            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        await self._require_dir(path, "cwd", norm)
         self.state.cwd_outside = None
         self.state.cwd_remote = norm
         self.state.cwd = path

@@ -99,9 +99,6 @@ class InodeTable:
     def nodes(self) -> list[Node]:
         return list(self._by_ino.values())
 
-    def child(self, parent_ino: int, name: bytes) -> Node | None:
-        return self.get(parent_ino).children.get(name)
-
     def ensure(self, parent_ino: int, name: bytes) -> Node:
         """The node for ``parent/name``, created (with zero lookups) if missing."""
         parent = self.get(parent_ino)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import functools
 import logging
-import math
 import os
 import stat as _stat
 from collections.abc import Callable, Coroutine, Sequence
@@ -68,7 +67,6 @@ class Timeouts:
 
     entry: float = 1.0
     attr: float = 1.0
-    negative: float = 0.0
 
 
 @dataclass
@@ -108,15 +106,8 @@ class Operations(pyfuse3.Operations):
         self._control_dirs: set[int] = set()
         self._next_fh = 1
         self.control = ctl.ControlDir(control, self.entry) if control is not None else None
-        self._notify_send, self._notify_recv = trio.open_memory_channel[bytes | None](math.inf)
-        self.notifier_running = False
 
     # -- telling the kernel what we dropped -----------------------------------------------
-
-    def forget_kernel_cache(self, path: bytes | None) -> None:
-        """Queue kernel invalidations for a subtree (None: everything). Safe in handlers."""
-        if self.notifier_running:
-            self._notify_send.send_nowait(path)
 
     def _targets(self, path: bytes | None) -> tuple[list[tuple[int, bytes]], list[int]]:
         if path is None:
@@ -135,12 +126,6 @@ class Operations(pyfuse3.Operations):
         pairs, inos = self._targets(path)
         with trio.move_on_after(KERNEL_NOTIFY_TIMEOUT):
             await trio.to_thread.run_sync(_notify_kernel, pairs, inos, abandon_on_cancel=True)
-
-    async def run_notifier(self) -> None:
-        """Background task: deliver queued invalidations outside any request handler."""
-        self.notifier_running = True
-        async for path in self._notify_recv:
-            await self.drop_kernel_cache(path)
 
     # -- helpers ---------------------------------------------------------------------
 
