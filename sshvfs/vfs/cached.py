@@ -1,14 +1,15 @@
 """CachingVFS: attribute, listing and negative-lookup TTL caches around any VFS.
 
 Verbs (as in rclone's vfs): ``invalidate`` drops what we know of a subtree (or everything)
-and tells listeners (the FUSE layer, which tells the kernel); mutations made through this
+and tells any listeners (the mount drops the kernel's copy itself, awaiting it, so that a
+``touch .sshvfs/invalidate`` is complete when it returns); mutations made through this
 object update or drop exactly the entries they affect, so the mount never shows a stale
 view of its own operations:
 
 - a listing answers every ``lstat`` of its entries and every lookup of a missing name;
 - an entry whose attributes changed (write, truncate, chmod, utimens, rename target...) is
   marked *dirty* in its parent's cached listing and re-fetched before that listing is served;
-- fetches that race with a mutation of the same directory are not installed (generations).
+- fetches that race with a change of what they fetch are not installed (generations).
 
 Everything here runs on the trio side; a hit never crosses to the asyncio thread.
 """
@@ -160,11 +161,11 @@ class CachingVFS:
         if listing is not None:
             listing.dirty.add(name)
 
-    def _gone(self, path: bytes) -> None:
+    def _gone(self, path: bytes, is_dir: bool | None = None) -> None:
         """``path`` no longer exists (unlink, rmdir, rename source)."""
         if path in self._dirs:
             self._epoch += 1  # fetches below a directory that is gone: none may land
-        self._drop_subtree(path)
+        self._drop_subtree(path, is_dir)
         self._linked.discard(path)
         parent, name = split(path)
         self._bump(path)
@@ -177,15 +178,23 @@ class CachingVFS:
         if self._enabled_neg:
             self._neg[path] = _MISSING
 
-    def _drop_subtree(self, root: bytes) -> None:
+    def _drop_subtree(self, root: bytes, is_dir: bool | None = None) -> None:
+        """Forget ``root`` and everything below it. ``is_dir=False`` (a file: nothing below
+        it) spares the scan of every cached key, which an ``rm`` of many files would repeat."""
+        if is_dir is False and root not in self._dirs:
+            for cache in (self._attrs, self._neg, self._links):
+                cache.pop(root, None)
+            if root in self._gen:
+                self._gen[root] += 1
+            return
         for cache in (self._attrs, self._neg, self._links, self._dirs):
             for key in [k for k in list(cache.keys()) if _within(k, root)]:
                 cache.pop(key, None)
         for key in [k for k in self._gen if _within(k, root)]:
             self._gen[key] += 1
 
-    def invalidate(self, path: bytes | None = None, notify: bool = True) -> None:
-        """Drop everything (``None``) or one subtree, and (``notify``) tell the listeners."""
+    def invalidate(self, path: bytes | None = None) -> None:
+        """Drop everything (``None``) or one subtree, and tell the listeners."""
         if path is None or path == b"/":
             for cache in (self._attrs, self._neg, self._links, self._dirs):
                 cache.clear()
@@ -200,7 +209,7 @@ class CachingVFS:
             listing = self._dirs.get(parent)
             if listing is not None:
                 listing.dirty.add(name)
-        for listener in list(self.listeners) if notify else ():
+        for listener in list(self.listeners):
             listener(path)
 
     def counts(self) -> dict[str, int]:
@@ -215,9 +224,6 @@ class CachingVFS:
             "misses": self.stats.misses,
             "evictions": self._attrs.evictions + self._dirs.evictions + self._neg.evictions,
         }
-
-    def cached_listing(self, path: bytes) -> bool:
-        return path in self._dirs
 
     # -- reads -----------------------------------------------------------------------
 
@@ -411,10 +417,11 @@ class CachingVFS:
 
     async def unlink(self, path: bytes) -> None:
         await self.inner.unlink(path)
-        self._gone(path)
+        self._gone(path, is_dir=False)  # unlink(2) never removes a directory
 
     async def rename(self, old: bytes, new: bytes) -> None:
-        known = self._attrs.get(old)
+        known = self._known(old)
+        is_dir = known.is_dir if known is not None else None
         was_linked = old in self._linked
         self._mark(new)
         try:
@@ -422,8 +429,8 @@ class CachingVFS:
         except BaseException:
             self._mark(new)
             raise
-        self._gone(old)
-        self._drop_subtree(new)
+        self._gone(old, is_dir)
+        self._drop_subtree(new, is_dir)  # only a directory may replace a directory
         self._mark(new)
         self._attrs.pop(split(new)[0], None)
         self._linked.discard(new)
