@@ -124,6 +124,14 @@ OPTIONS: dict[str, Option] = {
         Option("dir_cache_timeout", "float", None, "listing cache timeout (default cache_timeout)"),
         Option("entry_timeout", "float", None, "kernel name cache timeout (default attr_timeout)"),
         Option("cache_max_entries", "int", 1_000_000, "largest number of cached entries"),
+        Option(
+            "cache_readdir",
+            "choice",
+            "yes",
+            "let the kernel keep directory listings as long as dir_cache_timeout"
+            " (no: every readdir asks sshvfs)",
+            ("yes", "no"),
+        ),
         Option("logfile", "path", None, "write the log to this file"),
         Option(
             "listing",
@@ -354,6 +362,7 @@ class MountOptions:
     dir_cache_timeout: float | None = None
     entry_timeout: float | None = None
     cache_max_entries: int = 1_000_000
+    cache_readdir: str = "yes"
     logfile: str | None = None
     listing: str = "auto"
     listing_threshold: int = 0

@@ -17,6 +17,7 @@ from . import __version__
 from .config import MountOptions, Target
 from .errors import UserError
 from .fuse.control import ControlState
+from .fuse.dirstreams import kernel_cache_supported
 from .fuse.operations import Operations, Timeouts
 from .fuse.ownership import Ownership
 from .ssh.bridge import Bridge
@@ -172,7 +173,16 @@ class Mount:
             lstat=vfs.lstat,
             status=self.status,
         )
-        ops = Operations(vfs, timeouts, state, self.ownership())
+        kernel_dir_ttl = None
+        if opts.caching and opts.cache_readdir == "yes" and opts.dir_ttl > 0:
+            if kernel_cache_supported():
+                kernel_dir_ttl = opts.dir_ttl
+            else:
+                log.info(
+                    "the kernel cannot cache listings here (needs Linux 5.1+ and the"
+                    " patched pyfuse3 of scripts/setup): every readdir asks sshvfs"
+                )
+        ops = Operations(vfs, timeouts, state, self.ownership(), kernel_dir_ttl)
         # after each prompt of a followed shell, its directory is listed afresh
         state.on_cwd = self._invalidate
         self._ops = ops
@@ -244,6 +254,7 @@ class Mount:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_signals, nursery)
             nursery.start_soon(raise_read_ahead, self.mountpoint)
+            nursery.start_soon(ops.expire_kernel_listings)
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
         with trio.move_on_after(10):

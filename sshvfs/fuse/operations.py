@@ -22,6 +22,7 @@ import trio
 
 from ..vfs.types import VFS, Attrs, Entry, VFSFile, join
 from . import control as ctl
+from .dirstreams import DirHandle, DirStreams, cookie
 from .inodes import ROOT_INODE, InodeTable, Node
 from .ownership import IDENTITY, Ownership
 
@@ -70,13 +71,6 @@ class Timeouts:
 
 
 @dataclass
-class DirHandle:
-    ino: int
-    entries: list[Entry | None] | None = None
-    gen: int = 0
-
-
-@dataclass
 class OpenFile:
     node: Node
     file: VFSFile
@@ -92,7 +86,10 @@ class Operations(pyfuse3.Operations):
         timeouts: Timeouts | None = None,
         control: ctl.ControlState | None = None,
         ownership: Ownership | None = None,
+        kernel_dir_ttl: float | None = None,
     ) -> None:
+        """``kernel_dir_ttl``: let the kernel cache directory listings for that long (see
+        :mod:`sshvfs.fuse.dirstreams`); None keeps one handle per opened directory."""
         super().__init__()
         self.vfs = vfs
         self.timeouts = timeouts or Timeouts()
@@ -104,6 +101,8 @@ class Operations(pyfuse3.Operations):
         #: bumped on every namespace change in a directory (by inode)
         self._dir_gen: dict[int, int] = {}
         self._control_dirs: set[int] = set()
+        #: handle-less, kernel-cached directory streams (None: OPENDIR hands out handles)
+        self.streams = DirStreams(kernel_dir_ttl) if kernel_dir_ttl else None
         self._next_fh = 1
         self.control = ctl.ControlDir(control, self.entry) if control is not None else None
 
@@ -310,6 +309,9 @@ class Operations(pyfuse3.Operations):
 
     @guard
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        if self.streams is not None:
+            # the kernel opens directories by itself from now on, caching their listings
+            raise pyfuse3.FUSEError(errno.ENOSYS)
         fh = self._fh()
         if self.control is not None and inode == ctl.DIR_INODE:
             self._control_dirs.add(fh)
@@ -321,39 +323,73 @@ class Operations(pyfuse3.Operations):
 
     @guard
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        if self.streams is not None:
+            # no handles: pyfuse3 passes the directory's inode as ``fh``
+            if fh == ctl.DIR_INODE and self.control is not None:
+                return self._control_readdir(start_id, token)
+            if start_id == 0:
+                handle, index = self.streams.start(fh), 0
+            else:
+                handle, index = self.streams.resume(fh, start_id)
+            if handle.done and index >= len(handle.entries or ()):
+                self.streams.end(handle)  # the reader reached EOF
+                return None
+            await self._serve_dir(handle, index, token)
+            return None
         if fh in self._control_dirs and self.control is not None:
-            for index, (name, ino) in enumerate(self.control.listing()):
-                if index >= start_id and not pyfuse3.readdir_reply(
-                    token, name, self.control.entry(ino), index + 1
-                ):
-                    return
-            return
-        handle = self._dirs.get(fh)
-        if handle is None:
+            return self._control_readdir(start_id, token)
+        opened = self._dirs.get(fh)
+        if opened is None:
             raise pyfuse3.FUSEError(errno.EBADF)
+        await self._serve_dir(opened, start_id, token)
+        return None
+
+    def _control_readdir(self, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        assert self.control is not None
+        for index, (name, ino) in enumerate(self.control.listing()):
+            if index >= start_id and not pyfuse3.readdir_reply(
+                token, name, self.control.entry(ino), index + 1
+            ):
+                return
+
+    async def _serve_dir(self, handle: DirHandle, start: int, token: pyfuse3.ReaddirToken) -> None:
         parent_ino = handle.ino
         path = self._path(parent_ino)
-        if start_id == 0 or handle.entries is None:
+        if start == 0 or handle.entries is None:
             # fetched inside the READDIR request: the kernel holds the directory's lock, so
             # no unlink/rename in it can interleave with the reply
             handle.entries = list(await self.vfs.readdir(path))
             handle.gen = self._dir_gen.get(parent_ino, 0)
         elif handle.gen != self._dir_gen.get(parent_ino, 0):
             # the directory changed between two READDIR calls: re-check what is left
-            handle.entries = await self._revalidate(path, handle.entries, start_id)
+            handle.entries = await self._revalidate(path, handle.entries, start)
             handle.gen = self._dir_gen.get(parent_ino, 0)
         entries: list[Entry | None] = handle.entries
-        for index in range(start_id, len(entries)):
+        for index in range(start, len(entries)):
             item = entries[index]
             if item is None:
                 continue
             node = self.inodes.ensure(parent_ino, item.name)
             if not pyfuse3.readdir_reply(
-                token, item.name, self.entry(node.ino, item.attrs), index + 1
+                token, item.name, self.entry(node.ino, item.attrs), cookie(handle.serial, index)
             ):
                 self.inodes.discard_if_unused(node)
                 return
             node.lookups += 1  # readdirplus: every delivered entry is a lookup
+        handle.done = True
+
+    async def expire_kernel_listings(self) -> None:
+        """Runs for the life of the mount: the kernel's copy of a listing lives no longer
+        than our own (the kernel would otherwise keep it until the directory's mtime moves)."""
+        if self.streams is None:
+            return
+        while True:
+            wait = self.streams.next_due()
+            await trio.sleep(1.0 if wait is None else min(max(wait, 0.05), 1.0))
+            due = self.streams.due()
+            if due:
+                with trio.move_on_after(KERNEL_NOTIFY_TIMEOUT):
+                    await trio.to_thread.run_sync(_notify_kernel, [], due, abandon_on_cancel=True)
 
     async def _revalidate(
         self, path: bytes, entries: list[Entry | None], start: int

@@ -1,0 +1,132 @@
+"""Directory streams: the listing snapshots READDIR hands out, and the kernel's copy of them.
+
+A directory is read one of two ways:
+
+- **handles** (``-o cache=no``, or a kernel/pyfuse3 that cannot do the other): OPENDIR returns
+  a handle, the handle owns one snapshot, RELEASEDIR drops it. Every ``ls`` costs OPENDIR,
+  two READDIRs and RELEASEDIR, and the kernel keeps nothing.
+- **kernel-cached** (the default with caching on): OPENDIR answers ENOSYS once; from then on
+  the kernel opens directories by itself (no OPENDIR/RELEASEDIR ever again) with
+  FOPEN_CACHE_DIR, and keeps what READDIR returned in the directory's page cache. A warm
+  ``find`` then never leaves the kernel. The kernel drops that copy when the directory is
+  changed through the mount, when its mtime changes, and when we invalidate the inode: we do
+  that ourselves once the copy is as old as our own listing TTL (:meth:`DirStreams.due`), and on
+  every ``.sshvfs/invalidate``. Without a handle, READDIR is told the directory's inode (a
+  small pyfuse3 patch, see ``scripts/pyfuse3``), and the snapshot a reader is walking rides in
+  the upper 32 bits of every offset cookie, so two readers of one directory never mix theirs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pyfuse3
+
+from ..vfs.types import Entry
+
+#: abandoned snapshots kept at most (a reader that stops early never says so)
+MAX_STREAMS = 1024
+_INDEX_BITS = 32
+_INDEX_MASK = (1 << _INDEX_BITS) - 1
+#: serials stay below 2**31 so that every cookie fits a signed 64-bit off_t
+_SERIAL_LIMIT = 1 << 31
+
+
+def kernel_cache_supported() -> bool:
+    """True when pyfuse3 passes the inode to a handle-less READDIR and the kernel knows
+    no_opendir (Linux 5.1+)."""
+    if not getattr(pyfuse3, "READDIR_INODE_WITHOUT_HANDLE", False):
+        return False
+    try:
+        major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (5, 1)
+
+
+@dataclass
+class DirHandle:
+    """One reader's view of a directory: the snapshot it walks (fetched in its first READDIR)
+    and the directory's change count when it was taken."""
+
+    ino: int
+    entries: list[Entry | None] | None = None
+    gen: int = 0
+    serial: int = 0
+    #: set once the last entry was handed out; the next READDIR (EOF) ends the stream
+    done: bool = field(default=False)
+
+
+def cookie(serial: int, index: int) -> int:
+    """The READDIR offset of the entry after ``index`` in snapshot ``serial``."""
+    return (serial << _INDEX_BITS) | (index + 1)
+
+
+def split_cookie(offset: int) -> tuple[int, int]:
+    """(serial, index of the next entry) for a READDIR offset."""
+    return offset >> _INDEX_BITS, offset & _INDEX_MASK
+
+
+class DirStreams:
+    """Handle-less directory streams and the age of each listing the kernel holds."""
+
+    def __init__(self, kernel_ttl: float, clock: Callable[[], float] | None = None) -> None:
+        self.kernel_ttl = kernel_ttl
+        self._clock = clock or time.monotonic
+        self._streams: OrderedDict[int, DirHandle] = OrderedDict()
+        self._serial = 0
+        #: directory inode -> when the kernel started caching its listing (oldest first)
+        self._held: OrderedDict[int, float] = OrderedDict()
+
+    def start(self, ino: int) -> DirHandle:
+        """A reader starts at offset 0: a fresh snapshot, and the kernel's copy is new."""
+        self._serial = self._serial % (_SERIAL_LIMIT - 1) + 1
+        handle = DirHandle(ino, serial=self._serial)
+        self._streams[handle.serial] = handle
+        while len(self._streams) > MAX_STREAMS:
+            self._streams.popitem(last=False)
+        self._held.pop(ino, None)
+        self._held[ino] = self._clock()
+        return handle
+
+    def resume(self, ino: int, offset: int) -> tuple[DirHandle, int]:
+        """The stream an offset continues, and the index to continue at. A stream evicted
+        meanwhile starts over from a new snapshot at the same index (best effort)."""
+        serial, index = split_cookie(offset)
+        handle = self._streams.get(serial)
+        if handle is None or handle.ino != ino:
+            handle = self.start(ino)
+        return handle, index
+
+    def end(self, handle: DirHandle) -> None:
+        self._streams.pop(handle.serial, None)
+
+    def forget(self, ino: int) -> None:
+        self._held.pop(ino, None)
+
+    def due(self) -> list[int]:
+        """Directories whose kernel-held listing has reached the TTL (and are now dropped
+        from the books: the caller invalidates them)."""
+        limit = self._clock() - self.kernel_ttl
+        out = []
+        while self._held:
+            ino, since = next(iter(self._held.items()))
+            if since > limit:
+                break
+            self._held.popitem(last=False)
+            out.append(ino)
+        return out
+
+    def next_due(self) -> float | None:
+        """Seconds until the oldest kernel-held listing is due (None: none held)."""
+        if not self._held:
+            return None
+        since = next(iter(self._held.values()))
+        return max(0.0, since + self.kernel_ttl - self._clock())
+
+    def __len__(self) -> int:
+        return len(self._streams)

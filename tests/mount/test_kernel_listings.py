@@ -1,0 +1,129 @@
+"""The kernel's own copy of directory listings (``cache_readdir``, see sshvfs.fuse.dirstreams):
+warm listings never reach the daemon, yet the copy is never older than the listing TTL, is
+dropped by the mount's own changes and by invalidation, and concurrent readers of one
+directory each get a whole, duplicate-free listing."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from ..mounting import MountProcess, mounted
+from ..sshd import Sshd
+from .test_caching import cache_counts, touch_invalidate
+from .test_posix import fresh
+
+pytestmark = pytest.mark.mount
+
+
+def asked(mnt: str) -> int:
+    """How many times the daemon's caches were consulted so far."""
+    counts = cache_counts(mnt)
+    return counts["hits"] + counts["misses"]
+
+
+def test_warm_listing_stays_in_the_kernel(module_mount: tuple[str, MountProcess]) -> None:
+    remote, mnt = fresh(module_mount)
+    root = module_mount[1].mountpoint
+    for i in range(300):
+        open(os.path.join(remote, f"f{i:03}"), "w").close()
+    first = sorted(os.listdir(mnt))
+    assert len(first) == 300
+    os.listdir(mnt)  # may refresh the directory's own attributes once
+    before = asked(root)
+    for _ in range(5):
+        assert sorted(os.listdir(mnt)) == first
+    assert asked(root) == before  # five listings, not one request to the daemon
+    # the mount's own changes drop the kernel's copy at once
+    open(os.path.join(mnt, "made-here"), "w").close()
+    assert "made-here" in os.listdir(mnt)
+    os.unlink(os.path.join(mnt, "f000"))
+    os.rename(os.path.join(mnt, "f001"), os.path.join(mnt, "renamed"))
+    os.mkdir(os.path.join(mnt, "newdir"))
+    names = set(os.listdir(mnt))
+    assert {"made-here", "renamed", "newdir"} <= names
+    assert not {"f000", "f001"} & names
+    # and so does an invalidation, for changes made on the server
+    open(os.path.join(remote, "from-server"), "w").close()
+    assert "from-server" not in os.listdir(mnt)
+    touch_invalidate(root)
+    assert "from-server" in os.listdir(mnt)
+
+
+def test_concurrent_readers_get_whole_listings(module_mount: tuple[str, MountProcess]) -> None:
+    remote, mnt = fresh(module_mount)
+    names = {f"entry-with-a-longish-name-{i:05}" for i in range(4000)}
+    for name in names:
+        open(os.path.join(remote, name), "w").close()
+    touch_invalidate(module_mount[1].mountpoint)
+    results: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            for _ in range(3):
+                results.append(os.listdir(mnt))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    def writer() -> None:
+        try:
+            for i in range(40):
+                open(os.path.join(mnt, f"added-{i}"), "w").close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(4)] + [
+        threading.Thread(target=writer)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert len(results) == 12
+    for listing in results:
+        assert len(listing) == len(set(listing)), "an entry was listed twice"
+        assert names <= set(listing), "an entry that never went away was missing"
+    # a reader that stops early leaves nothing behind that confuses the next one
+    with os.scandir(mnt) as it:
+        next(it)
+    assert set(os.listdir(mnt)) == names | {f"added-{i}" for i in range(40)}
+
+
+def one_file_dir(workdir: str) -> tuple[str, str]:
+    """A server-side tree ``d/a`` and a mountpoint for it."""
+    remote, mnt = os.path.join(workdir, "remote"), os.path.join(workdir, "mnt")
+    os.makedirs(os.path.join(remote, "d"))
+    open(os.path.join(remote, "d", "a"), "w").close()
+    return remote, mnt
+
+
+def test_kernel_copy_expires_with_the_ttl(sshd: Sshd, workdir: str) -> None:
+    remote, mnt = one_file_dir(workdir)
+    with mounted(sshd, remote, mnt, ["cache_timeout=1"]):
+        d = os.path.join(mnt, "d")
+        assert os.listdir(d) == ["a"]
+        st = os.stat(os.path.join(remote, "d"))
+        open(os.path.join(remote, "d", "b"), "w").close()
+        # keep the directory's mtime: the kernel cannot notice the change by itself
+        os.utime(os.path.join(remote, "d"), ns=(st.st_atime_ns, st.st_mtime_ns))
+        deadline = time.monotonic() + 20
+        while sorted(os.listdir(d)) != ["a", "b"]:
+            assert time.monotonic() < deadline, "the kernel kept a listing past the TTL"
+            time.sleep(0.2)
+
+
+def test_cache_readdir_no_asks_every_time(sshd: Sshd, workdir: str) -> None:
+    remote, mnt = one_file_dir(workdir)
+    with mounted(sshd, remote, mnt, ["cache_readdir=no"]):
+        d = os.path.join(mnt, "d")
+        assert os.listdir(d) == ["a"]
+        before = asked(mnt)
+        assert os.listdir(d) == ["a"]
+        assert asked(mnt) > before  # served by our cache, but asked
+        open(os.path.join(mnt, "d", "b"), "w").close()
+        assert sorted(os.listdir(d)) == ["a", "b"]
