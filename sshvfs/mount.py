@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import os
 import signal
@@ -30,6 +31,11 @@ from .vfs.symlinks import FollowSymlinksVFS
 from .vfs.types import VFS
 
 log = logging.getLogger(__name__)
+
+#: allocations between two young-generation collections
+GC_THRESHOLD = 20_000
+#: longest the mount waits for its exec lister before it reports ready (seconds)
+EXEC_WARM_UP_WAIT = 2.0
 
 
 def check_mountpoint(mountpoint: str) -> str:
@@ -234,6 +240,7 @@ class Mount:
 
         The connection stays open: the caller ends it with :meth:`shutdown`."""
         ops = self.build_operations()
+        self._wait_for_exec_lister()
         try:
             pyfuse3.init(ops, self.mountpoint, fuse_options(self.target, self.opts))
         except RuntimeError as exc:
@@ -242,6 +249,11 @@ class Mount:
         try:
             if self.on_ready is not None:
                 self.on_ready()
+            # a mount allocates in bursts (a listing is thousands of small objects); with the
+            # default threshold the cyclic GC would run every 700 of them, mostly finding none
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(GC_THRESHOLD, 10, 10)
             trio.run(self._main, ops)
         finally:
             try:
@@ -249,6 +261,18 @@ class Mount:
             except Exception:  # already unmounted by fusermount -u
                 log.debug("pyfuse3.close failed", exc_info=True)
         log.info("unmounted %s", self.mountpoint)
+
+    def _wait_for_exec_lister(self) -> None:
+        """Report the mount ready once its exec lister is (bounded): the remote shell's
+        start-up (a login shell's rc files: 20-600 ms) would otherwise land on the first
+        big listing or tree walk instead of on the mount."""
+        warming = self.sftp_vfs.warming if self.sftp_vfs is not None else None
+        if warming is None:
+            return
+        try:
+            warming.result(EXEC_WARM_UP_WAIT)
+        except Exception:  # slow or failed: listings use SFTP until it is there
+            log.debug("exec lister not ready at mount time", exc_info=True)
 
     async def _main(self, ops: Operations) -> None:
         async with trio.open_nursery() as nursery:

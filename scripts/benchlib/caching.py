@@ -3,7 +3,8 @@
 - ``ls-l-100k-warm``: ``ls -l`` of the 100,000-entry directory of ``ls-l-100k`` again, on
   a mount that already listed it (sshvfs answers from its listing cache and the kernel's
   attribute cache; sshfs from its dir cache, 20 s by default).
-- ``find-8k-warm``: ``find`` over the tree of ``find-8k`` again, on a warm mount.
+- ``find-8k-warm``: ``find`` over the tree of ``find-8k`` again, on a warm mount (sshvfs:
+  the kernel keeps the listings, so no request reaches the daemon).
 
 Both reuse the data of :mod:`benchlib.listing`; goal: at least 3x faster than sshfs.
 """

@@ -9,6 +9,7 @@ ENOTEMPTY, EISDIR, ENOTDIR) with a follow-up lstat on the asyncio side of the sa
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import logging
 import os
@@ -177,8 +178,10 @@ class SftpVFS:
             bulk = ExecLister(exec_conn, sessions=exec_sessions, time_resolution_ns=resolution)
         policy = ListingPolicy(listing, listing_threshold)
         self._listings = DirLister(sftp, _entry, policy, bulk)
+        #: the exec lister's start-up (probe + first remote shell), when warming up
+        self.warming: concurrent.futures.Future[bool] | None = None
         if bulk is not None and warm_up:
-            bridge.submit(bulk.probe())  # its outcome lands in bulk.available
+            self.warming = bridge.submit(bulk.probe())  # its outcome lands in bulk.available
         if session is not None:
             session.on_connect.append(self._rebind)
 
