@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import gc
 import logging
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyfuse3
-import trio
+import pyfuse3.asyncio
 
 from . import __version__
 from .config import MountOptions, Target
@@ -78,7 +79,7 @@ async def raise_read_ahead(mountpoint: str, kb: int = 1024) -> None:
     sequential reads reach us as 1 MiB requests. FUSE_INIT sets it to at most 128 KiB, so
     wait for a stat of the mount root (answered only after INIT) first. Best effort."""
     try:
-        st = await trio.to_thread.run_sync(os.stat, mountpoint, abandon_on_cancel=True)
+        st = await asyncio.to_thread(os.stat, mountpoint)
     except OSError as exc:
         log.debug("read-ahead left as it is: %s", exc)
         return
@@ -239,6 +240,7 @@ class Mount:
         """Mount, call ``on_ready``, serve until unmounted or signalled, then unmount.
 
         The connection stays open: the caller ends it with :meth:`shutdown`."""
+        pyfuse3.asyncio.enable()  # FUSE requests are served on the bridge's asyncio loop
         ops = self.build_operations()
         self._wait_for_exec_lister()
         try:
@@ -254,7 +256,7 @@ class Mount:
             gc.collect()
             gc.freeze()
             gc.set_threshold(GC_THRESHOLD, 10, 10)
-            trio.run(self._main, ops)
+            self._serve_on_loop(ops)
         finally:
             try:
                 pyfuse3.close(unmount=True)
@@ -274,22 +276,43 @@ class Mount:
         except Exception:  # slow or failed: listings use SFTP until it is there
             log.debug("exec lister not ready at mount time", exc_info=True)
 
-    async def _main(self, ops: Operations) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watch_signals, nursery)
-            nursery.start_soon(raise_read_ahead, self.mountpoint)
-            nursery.start_soon(ops.expire_kernel_listings)
-            await pyfuse3.main()
-            nursery.cancel_scope.cancel()
-        with trio.move_on_after(10):
-            await ops.close()
+    def _serve_on_loop(self, ops: Operations) -> None:
+        """Serve FUSE requests on the bridge's loop (where asyncssh runs too) until the
+        mount ends; this thread only waits, and turns signals into an unmount."""
+        loop = self.bridge.loop
 
-    async def _watch_signals(self, nursery: trio.Nursery) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-            async for signum in signals:
-                log.info("signal %d: unmounting", signum)
-                pyfuse3.terminate()
-                return
+        def on_signal(signum: int, _frame: object) -> None:
+            loop.call_soon_threadsafe(self._terminate, signum)
+
+        signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        previous = {sig: signal.signal(sig, on_signal) for sig in signals}
+        try:
+            self.bridge.call(self._main(ops))
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    @staticmethod
+    def _terminate(signum: int) -> None:
+        log.info("signal %d: unmounting", signum)
+        pyfuse3.terminate()
+
+    async def _main(self, ops: Operations) -> None:
+        helpers = [
+            asyncio.create_task(raise_read_ahead(self.mountpoint)),
+            asyncio.create_task(ops.expire_kernel_listings()),
+        ]
+        try:
+            await pyfuse3.main()
+        finally:
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+        try:
+            async with asyncio.timeout(10):
+                await ops.close()
+        except TimeoutError:
+            log.warning("open files were not all closed within 10 s")
 
     def shutdown(self) -> None:
         if self.session is not None or self.connection is not None:

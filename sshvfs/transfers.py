@@ -1,8 +1,7 @@
 """Transfers: a registry of file reads and writes in flight, for the status file.
 
 A :class:`Transfer` is begun by the code that moves the bytes (an open remote file) and
-advanced as bytes move, from whichever thread does the moving (the asyncio thread for
-acknowledged writes, the trio thread for reads). :meth:`Transfers.snapshot` may be called
+advanced as bytes move (on the mount's asyncio loop). :meth:`Transfers.snapshot` may be called
 from any thread; it returns plain dicts ready for JSON.
 """
 

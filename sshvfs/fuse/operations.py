@@ -8,6 +8,7 @@ logged with its traceback and becomes EIO, because any other exception would end
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import functools
 import logging
@@ -18,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import pyfuse3
-import trio
 
 from ..vfs.types import VFS, Attrs, Entry, VFSFile, join
 from . import control as ctl
@@ -53,8 +53,6 @@ def guard(
             if code not in (errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY):
                 log.debug("%s: %s", fn.__name__, exc)
             raise pyfuse3.FUSEError(code) from exc
-        except trio.Cancelled:
-            raise
         except Exception:
             log.exception("internal error in %s", fn.__name__)
             raise pyfuse3.FUSEError(errno.EIO) from None
@@ -123,8 +121,7 @@ class Operations(pyfuse3.Operations):
         """Invalidate the kernel's entries, attributes and pages of a subtree (None: all) and
         return when done, so a ``touch .sshvfs/invalidate`` is complete when touch returns."""
         pairs, inos = self._targets(path)
-        with trio.move_on_after(KERNEL_NOTIFY_TIMEOUT):
-            await trio.to_thread.run_sync(_notify_kernel, pairs, inos, abandon_on_cancel=True)
+        await _notify_in_thread(pairs, inos)
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -385,11 +382,10 @@ class Operations(pyfuse3.Operations):
             return
         while True:
             wait = self.streams.next_due()
-            await trio.sleep(1.0 if wait is None else min(max(wait, 0.05), 1.0))
+            await asyncio.sleep(1.0 if wait is None else min(max(wait, 0.05), 1.0))
             due = self.streams.due()
             if due:
-                with trio.move_on_after(KERNEL_NOTIFY_TIMEOUT):
-                    await trio.to_thread.run_sync(_notify_kernel, [], due, abandon_on_cancel=True)
+                await _notify_in_thread([], due)
 
     async def _revalidate(
         self, path: bytes, entries: list[Entry | None], start: int
@@ -586,6 +582,15 @@ class Operations(pyfuse3.Operations):
                 await self.release(fh)
             except pyfuse3.FUSEError:
                 pass
+
+
+async def _notify_in_thread(pairs: list[tuple[int, bytes]], inos: list[int]) -> None:
+    """Tell the kernel, from a worker thread, and wait (bounded) until it has taken it."""
+    try:
+        async with asyncio.timeout(KERNEL_NOTIFY_TIMEOUT):
+            await asyncio.to_thread(_notify_kernel, pairs, inos)
+    except TimeoutError:
+        log.warning("the kernel did not take an invalidation within %gs", KERNEL_NOTIFY_TIMEOUT)
 
 
 def _notify_kernel(pairs: list[tuple[int, bytes]], inos: list[int]) -> None:

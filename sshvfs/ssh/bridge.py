@@ -1,9 +1,9 @@
-"""trio <-> asyncio: asyncssh runs on its own asyncio loop in one dedicated thread.
+"""The asyncio loop of a mount, in one dedicated thread.
 
-A trio task hands a coroutine to that loop with :meth:`Bridge.run` and sleeps until the
-asyncio future is done; the future's done-callback wakes the task through the trio token.
-Cancelling the trio task cancels the future. One crossing costs ~150 µs, so callers keep
-crossings coarse (one per VFS call).
+asyncssh, the VFS layers and the FUSE handlers (pyfuse3 in asyncio mode) all run on this one
+loop: a VFS call from a FUSE handler is a plain ``await``, with no thread hop. :meth:`call`
+runs a coroutine on it from a plain thread (start-up, shutdown, serving the mount);
+:meth:`run` awaits one from any loop (directly when already on this one; tests use their own).
 """
 
 from __future__ import annotations
@@ -14,9 +14,6 @@ import logging
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
-
-import outcome
-import trio
 
 log = logging.getLogger(__name__)
 
@@ -62,31 +59,10 @@ class Bridge:
         return self.submit(coro).result(timeout)
 
     async def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Await ``coro`` (an asyncio coroutine) from a trio task."""
-        future = self.submit(coro)
-        task = trio.lowlevel.current_task()
-        token = trio.lowlevel.current_trio_token()
-        aborted = False
-
-        def wake() -> None:  # runs in the trio thread
-            if not aborted:
-                trio.lowlevel.reschedule(task, outcome.Value(None))
-
-        def on_done(_f: concurrent.futures.Future[T]) -> None:  # any thread
-            try:
-                token.run_sync_soon(wake)
-            except trio.RunFinishedError:
-                pass
-
-        def abort(_raise_cancel: Any) -> trio.lowlevel.Abort:
-            nonlocal aborted
-            aborted = True
-            future.cancel()
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        future.add_done_callback(on_done)
-        await trio.lowlevel.wait_task_rescheduled(abort)
-        return future.result()
+        """Await ``coro`` on this loop: directly when already on it, else across threads."""
+        if asyncio.get_running_loop() is self._loop:
+            return await coro
+        return await asyncio.wrap_future(self.submit(coro))
 
     def close(self, timeout: float = 5.0) -> None:
         if not self._started or self._loop.is_closed():

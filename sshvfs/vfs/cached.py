@@ -11,11 +11,13 @@ view of its own operations:
   marked *dirty* in its parent's cached listing and re-fetched before that listing is served;
 - fetches that race with a change of what they fetch are not installed (generations).
 
-Everything here runs on the trio side; a hit never crosses to the asyncio thread.
+Everything here runs on the mount's asyncio loop; a hit never leaves this module.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import errno
 import logging
@@ -26,7 +28,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import trio
 from cachetools import TTLCache
 
 from ..errors import fs_error
@@ -113,7 +114,9 @@ class CachingVFS:
         self._timer = timer
         #: spots find/ls -R/du walks and prefetches their tree in one backend call
         self._walk = WalkDetector() if walk_prefetch and dir_ttl > 0 else None
-        self._prefetching: dict[bytes, trio.Event] = {}
+        self._prefetching: dict[bytes, asyncio.Event] = {}
+        #: background prefetches in flight (a reference keeps their tasks alive)
+        self._tasks: set[asyncio.Task[None]] = set()
         self.prefetches = 0
         #: regular files with more than one name: a write through one name changes what
         #: the others show, so their attributes are always asked for
@@ -289,12 +292,15 @@ class CachingVFS:
         if self._walk is not None:
             root = self._walk.listed(path, self._timer())
             if root is not None and root not in self._prefetching:
-                self._prefetching[root] = trio.Event()
-                trio.lowlevel.spawn_system_task(self._background_prefetch, root)
+                self._prefetching[root] = asyncio.Event()
+                task = asyncio.get_running_loop().create_task(self._background_prefetch(root))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
             covering = self._covering_prefetch(path)
             if covering is not None:
-                with trio.move_on_after(PREFETCH_WAIT):
-                    await covering.wait()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(PREFETCH_WAIT):
+                        await covering.wait()
                 listing = self._dirs.get(path)
                 if listing is not None:
                     return list(listing.entries.values())
@@ -304,7 +310,7 @@ class CachingVFS:
             self._install(path, entries)
         return entries
 
-    def _covering_prefetch(self, path: bytes) -> trio.Event | None:
+    def _covering_prefetch(self, path: bytes) -> asyncio.Event | None:
         for root, event in self._prefetching.items():
             if _within(path, root):
                 return event
@@ -334,7 +340,7 @@ class CachingVFS:
 
     async def _refresh_dirty(self, path: bytes, listing: Listing) -> None:
         names = list(listing.dirty)
-        limiter = trio.Semaphore(REFRESH_PARALLEL)
+        limiter = asyncio.Semaphore(REFRESH_PARALLEL)
 
         async def one(name: bytes) -> None:
             async with limiter:
@@ -343,9 +349,9 @@ class CachingVFS:
                 except FileNotFoundError:
                     pass
 
-        async with trio.open_nursery() as nursery:
+        async with asyncio.TaskGroup() as group:
             for name in names:
-                nursery.start_soon(one, name)
+                group.create_task(one(name))
 
     async def readlink(self, path: bytes) -> bytes:
         target = self._links.get(path)
@@ -367,7 +373,7 @@ class CachingVFS:
     async def prefetch(self, path: bytes) -> int:
         """Fetch a whole subtree's listings in one backend call; the number of entries
         cached, or -1 when the backend cannot (no exec channel) or the tree is too big."""
-        event = self._prefetching.setdefault(path, trio.Event())
+        event = self._prefetching.setdefault(path, asyncio.Event())
         try:
             return await self._prefetch_tree(path)
         finally:

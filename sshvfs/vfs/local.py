@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat as _stat
 from collections.abc import Callable
 from typing import TypeVar
-
-import trio
 
 from .types import Attrs, Entry, StatFs, VFSFile, join
 
@@ -27,7 +26,7 @@ def attrs_of(st: os.stat_result) -> Attrs:
 
 
 async def _io(fn: Callable[[], T]) -> T:
-    return await trio.to_thread.run_sync(fn)
+    return await asyncio.to_thread(fn)
 
 
 class LocalFile:

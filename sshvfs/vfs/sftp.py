@@ -1,9 +1,10 @@
 """SftpVFS: the VFS Protocol over asyncssh's SFTP client.
 
-Every public method is a trio coroutine that crosses to the asyncio thread once (see
-:mod:`sshvfs.ssh.bridge`). Errors are translated in exactly one place, :func:`_translate`,
-and SFTP v3's catch-all FX_FAILURE is disambiguated where POSIX callers care (EEXIST,
-ENOTEMPTY, EISDIR, ENOTDIR) with a follow-up lstat on the asyncio side of the same crossing.
+Every public method awaits its asyncssh work through :meth:`Bridge.run` (a plain await on
+the mount's loop; one crossing from any other loop, see :mod:`sshvfs.ssh.bridge`). Errors
+are translated in exactly one place, :func:`_translate`, and SFTP v3's catch-all FX_FAILURE
+is disambiguated where POSIX callers care (EEXIST, ENOTEMPTY, EISDIR, ENOTDIR) with a
+follow-up lstat inside the same call.
 """
 
 from __future__ import annotations

@@ -30,6 +30,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 class SftpFile:
     """An open remote file: reads stream through a :class:`ReadAhead`, writes through a
     :class:`WriteBehind`, both on the asyncio side.
@@ -77,7 +84,7 @@ class SftpFile:
             streaming.write_budget,
             on_settled=self._settled,
         )
-        # trio side
+        # the caller's side (FUSE handlers)
         self._error: OSError | None = None
         self._submitted = 0  # bytes handed to the writer; compare with _writer.settled
         self._waiting = 0  # writes waiting for their crossing (past a bound)
@@ -192,7 +199,7 @@ class SftpFile:
         self._streaming.changed(self._path)
         self._writer.start(offset, data)
 
-    # -- trio side: the VFSFile Protocol ----------------------------------------------------
+    # -- the VFSFile Protocol ---------------------------------------------------------------
 
     def _transfer(self, direction: Direction) -> Transfer | None:
         transfers = self._streaming.transfers
@@ -250,8 +257,13 @@ class SftpFile:
         streaming.write_submitted += size
         if fits:
             # within both bounds, so the writer will not wait: hand it over and answer now
-            # (the asyncio queue keeps it ahead of any later call of this or any handle)
-            self._vfs._bridge.loop.call_soon_threadsafe(self._start_write, offset, data)
+            # (started before this returns, or queued on the loop from another thread: either
+            # way ahead of any later call of this or any handle)
+            loop = self._vfs._bridge.loop
+            if _running_loop() is loop:
+                self._start_write(offset, data)
+            else:
+                loop.call_soon_threadsafe(self._start_write, offset, data)
             return size
         self._waiting += 1
         try:  # past a bound: wait until it is sent

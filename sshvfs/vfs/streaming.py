@@ -58,8 +58,8 @@ class Streaming:
         self.read_budget = ByteBudget(limits.read_budget)
         self.write_budget = ByteBudget(limits.write_budget)
         self._readers: dict[bytes, set[ReadAhead]] = {}
-        # bytes handed to write-behind by the trio side, and bytes settled (acknowledged,
-        # failed or refused) on the asyncio side: one writer each, so no lock is needed
+        # bytes handed to write-behind by FUSE writes, and bytes settled (acknowledged,
+        # failed or refused) by the writers: one writer each, so no lock is needed
         self.write_submitted = 0
         self.write_settled = 0
 

@@ -8,9 +8,8 @@ Everything else passes through unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-
-import trio
 
 from .types import VFS, Attrs, Entry, FileType, StatFs, VFSFile, join
 
@@ -37,7 +36,7 @@ class FollowSymlinksVFS:
         if not links:
             return entries
         out = list(entries)
-        limiter = trio.CapacityLimiter(CONCURRENCY)
+        limiter = asyncio.Semaphore(CONCURRENCY)
 
         async def one(index: int) -> None:
             async with limiter:
@@ -45,9 +44,9 @@ class FollowSymlinksVFS:
                 followed = await self._follow(join(directory, entry.name), entry.attrs)
                 out[index] = Entry(entry.name, followed)
 
-        async with trio.open_nursery() as nursery:
+        async with asyncio.TaskGroup() as group:
             for index in links:
-                nursery.start_soon(one, index)
+                group.create_task(one(index))
         return out
 
     async def lstat(self, path: bytes) -> Attrs:

@@ -15,10 +15,10 @@ Lives on the asyncio side. :meth:`WriteBehind.write` returns as soon as the data
   mount (a shared :class:`ByteBudget`); a write past either bound waits, in arrival order.
 - **Errors.** The first failure is kept for good (sticky): it is raised by every later
   :meth:`write` and :meth:`drain` (flush, fsync, close), so it is never dropped.
-- **Accounting for the other thread.** :attr:`settled` counts every byte handed to
-  :meth:`write` that is finished with (acknowledged, failed, or refused). It only grows and
-  only the asyncio thread writes it, so the trio side can compare it with what it handed
-  over, without a lock, to know whether anything is still outstanding.
+- **Accounting.** :attr:`settled` counts every byte handed to :meth:`write` that is
+  finished with (acknowledged, failed, or refused). It only grows and only the writer
+  updates it, so the caller can compare it with what it handed over, without a lock (also
+  from another thread), to know whether anything is still outstanding.
 """
 
 from __future__ import annotations

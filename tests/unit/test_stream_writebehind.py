@@ -93,7 +93,7 @@ def test_a_started_write_leaves_before_anything_queued_after_it() -> None:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        loop.call_soon_threadsafe(wb.start, 0, bytes(2500))  # what the trio side does
+        loop.call_soon_threadsafe(wb.start, 0, bytes(2500))  # what a caller on another thread does
         crossing = asyncio.run_coroutine_threadsafe(stat(), loop)  # the next call
         await asyncio.wrap_future(crossing)
         await wb.drain()

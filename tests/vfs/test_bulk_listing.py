@@ -10,6 +10,7 @@ tests/unit/test_bulk.py instead.)
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -21,7 +22,6 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import pytest
-import trio
 
 from sshvfs.config import MountOptions, Target
 from sshvfs.ssh.bridge import Bridge
@@ -350,7 +350,7 @@ async def test_tree_over_the_limit_stops_the_command(
             assert vfs.lister is not None and vfs.lister.available
             deadline = time.monotonic() + 10
             while _finds_under(marker) and time.monotonic() < deadline:
-                await trio.sleep(0.05)
+                await asyncio.sleep(0.05)
             assert not _finds_under(marker), "the find behind an abandoned tree still runs"
             tree = await vfs.tree(b"/", 10_000)  # a new shell takes over
             assert tree is not None and len(tree) == 601
@@ -462,10 +462,10 @@ async def test_concurrent_listings_are_bounded(
         async def one(path: bytes) -> None:
             results.append(len(await vfs.readdir(path)))
 
-        async with trio.open_nursery() as nursery:
+        async with asyncio.TaskGroup() as group:
             for _ in range(4):
-                nursery.start_soon(one, b"/" + HOSTILE_DIR)
-                nursery.start_soon(one, b"/tree/a")
+                group.create_task(one(b"/" + HOSTILE_DIR))
+                group.create_task(one(b"/tree/a"))
         lister = vfs.lister
         assert lister is not None
         assert lister.peak <= 2 and lister.shells <= 2
@@ -478,9 +478,9 @@ async def test_cancelled_listing_leaves_the_lister_usable(
 ) -> None:
     async with open_vfs(servers["openssh"], hostile_root, "exec") as vfs:
         assert len(await vfs.readdir(b"/tree")) == 4  # warm: the probe is done
-        with trio.move_on_after(0.002) as scope:
-            await vfs.readdir(b"/" + HOSTILE_DIR)
-        assert scope.cancelled_caught
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.002):
+                await vfs.readdir(b"/" + HOSTILE_DIR)
         assert len(await vfs.readdir(b"/" + HOSTILE_DIR)) == N_ENTRIES
         assert len(await vfs.readdir(b"/tree/a")) == 4
 
@@ -516,16 +516,16 @@ async def test_warm_up_and_idle_shells(servers: dict[str, Endpoint], hostile_roo
         assert lister is not None
         deadline = time.monotonic() + 60
         while lister.available is None and time.monotonic() < deadline:
-            await trio.sleep(0.02)
+            await asyncio.sleep(0.02)
         assert lister.available and lister.commands == 0  # probed before any listing
         lister._idle_timeout = 0.05
-        async with trio.open_nursery() as nursery:  # the big one holds its shell longer
-            nursery.start_soon(vfs.readdir, b"/" + HOSTILE_DIR)
-            nursery.start_soon(vfs.readdir, b"/tree/a")
+        async with asyncio.TaskGroup() as group:  # the big one holds its shell longer
+            group.create_task(vfs.readdir(b"/" + HOSTILE_DIR))
+            group.create_task(vfs.readdir(b"/tree/a"))
         assert lister.shells == 2
         deadline = time.monotonic() + 10
         while len(lister._idle) > 1 and time.monotonic() < deadline:
-            await trio.sleep(0.02)
+            await asyncio.sleep(0.02)
         assert len(lister._idle) == 1  # the last shell stays warm
         assert len(await vfs.readdir(b"/tree/a")) == 4
         assert lister.shells == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 from collections import Counter
@@ -203,8 +204,6 @@ async def test_prefetch_fills_listings(setup: Any) -> None:
 
 
 async def test_walk_detection_prefetches_the_tree(setup: Any) -> None:
-    import trio
-
     cache, backend, clock, root = setup
     for a in range(4):
         for b in range(5):
@@ -215,7 +214,7 @@ async def test_walk_detection_prefetches_the_tree(setup: Any) -> None:
     for _ in range(100):
         if cache.prefetches:
             break
-        await trio.sleep(0.01)
+        await asyncio.sleep(0.01)
     await cache.readdir(b"/w/d3/s4")  # waits for the prefetch, then answers from it
     calls = backend.calls["readdir"]
     for a in range(4):
@@ -226,9 +225,7 @@ async def test_walk_detection_prefetches_the_tree(setup: Any) -> None:
 
 
 async def test_fetch_racing_an_invalidation_is_not_installed(workdir: str) -> None:
-    import trio
-
-    gate = trio.Event()
+    gate = asyncio.Event()
 
     class Slow(LocalVFS):
         async def readdir(self, path: bytes) -> list[Any]:
@@ -238,9 +235,9 @@ async def test_fetch_racing_an_invalidation_is_not_installed(workdir: str) -> No
 
     cache = CachingVFS(Slow(workdir), timer=Clock())
     touch(workdir, "d/old")
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(cache.readdir, b"/d")
-        await trio.sleep(0.05)
+    async with asyncio.TaskGroup() as group:
+        group.create_task(cache.readdir(b"/d"))
+        await asyncio.sleep(0.05)
         touch(workdir, "d/new")
         cache.invalidate(b"/d")
         gate.set()
