@@ -22,7 +22,7 @@ FIRST_DYNAMIC_INODE = 100
 
 
 class Node:
-    __slots__ = ("ino", "parent", "name", "lookups", "opens", "children", "stamp")
+    __slots__ = ("ino", "parent", "name", "lookups", "opens", "children", "stamp", "owner")
 
     def __init__(self, ino: int, parent: Node | None, name: bytes) -> None:
         self.ino = ino
@@ -33,6 +33,9 @@ class Node:
         self.children: dict[bytes, Node] = {}
         #: (size, mtime_ns) when the kernel's page cache of this file was last filled
         self.stamp: tuple[int, int] | None = None
+        #: (mode, uid, gid) on the server while a file this mount created is open: a chmod
+        #: or chown to what it already is (tar, cp -p after a create) needs no round trip
+        self.owner: tuple[int, int, int] | None = None
 
     @property
     def attached(self) -> bool:

@@ -73,6 +73,7 @@ class OpenFile:
     node: Node
     file: VFSFile
     writable: bool
+    created: bool = False
 
 
 class Operations(pyfuse3.Operations):
@@ -99,6 +100,8 @@ class Operations(pyfuse3.Operations):
         #: bumped on every namespace change in a directory (by inode)
         self._dir_gen: dict[int, int] = {}
         self._control_dirs: set[int] = set()
+        #: remote CLOSEs of released files, still in flight
+        self._closing: set[asyncio.Task[None]] = set()
         #: handle-less, kernel-cached directory streams (None: OPENDIR hands out handles)
         self.streams = DirStreams(kernel_dir_ttl) if kernel_dir_ttl else None
         self._next_fh = 1
@@ -234,22 +237,50 @@ class Operations(pyfuse3.Operations):
                 await of.file.truncate(attr.st_size)
             else:
                 await self.vfs.truncate(path, attr.st_size)
+        node = self.inodes.get(inode)
         if fields.update_mode:
-            await self.vfs.chmod(path, attr.st_mode & 0o7777)
+            await self._chmod(node, path, attr.st_mode & 0o7777)
         if fields.update_uid or fields.update_gid:
-            await self.vfs.chown(
+            await self._chown(
+                node,
                 path,
                 self.ownership.remote_uid_for(attr.st_uid) if fields.update_uid else -1,
                 self.ownership.remote_gid_for(attr.st_gid) if fields.update_gid else -1,
             )
         if fields.update_atime or fields.update_mtime:
-            current = await self.vfs.lstat(path)
-            await self.vfs.utimens(
-                path,
-                attr.st_atime_ns if fields.update_atime else current.atime_ns,
-                attr.st_mtime_ns if fields.update_mtime else current.mtime_ns,
-            )
+            if fields.update_atime and fields.update_mtime:
+                atime_ns, mtime_ns = attr.st_atime_ns, attr.st_mtime_ns
+            else:
+                current = await self.vfs.lstat(path)
+                atime_ns = attr.st_atime_ns if fields.update_atime else current.atime_ns
+                mtime_ns = attr.st_mtime_ns if fields.update_mtime else current.mtime_ns
+            await self.vfs.utimens(path, atime_ns, mtime_ns)
         return self.entry(inode, await self.vfs.lstat(path))
+
+    async def _chmod(self, node: Node, path: bytes, mode: int) -> None:
+        owner = node.owner
+        if owner is not None and owner[0] & 0o7777 == mode:
+            return  # already so on the server (a file this mount created and holds open)
+        await self.vfs.chmod(path, mode)
+        if owner is not None:
+            node.owner = (_stat.S_IFMT(owner[0]) | mode, owner[1], owner[2])
+
+    async def _chown(self, node: Node, path: bytes, uid: int, gid: int) -> None:
+        owner = node.owner
+        if (
+            owner is not None
+            and uid in (-1, owner[1])
+            and gid in (-1, owner[2])
+            and not owner[0] & (_stat.S_ISUID | _stat.S_ISGID)  # a chown may clear those
+        ):
+            return
+        await self.vfs.chown(path, uid, gid)
+        if owner is not None:
+            node.owner = (
+                owner[0],
+                owner[1] if uid == -1 else uid,
+                owner[2] if gid == -1 else gid,
+            )
 
     @guard
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
@@ -486,9 +517,11 @@ class Operations(pyfuse3.Operations):
 
     # -- files ---------------------------------------------------------------------------
 
-    def _register(self, node: Node, file: VFSFile, flags: int) -> pyfuse3.FileInfo:
+    def _register(
+        self, node: Node, file: VFSFile, flags: int, created: bool = False
+    ) -> pyfuse3.FileInfo:
         fh = self._fh()
-        self._files[fh] = OpenFile(node, file, flags & os.O_ACCMODE != os.O_RDONLY)
+        self._files[fh] = OpenFile(node, file, flags & os.O_ACCMODE != os.O_RDONLY, created)
         self.inodes.opened(node)
         return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=False)
 
@@ -522,7 +555,8 @@ class Operations(pyfuse3.Operations):
             await file.close()
             raise
         node = self.inodes.lookup(parent_inode, name)
-        info = self._register(node, file, flags)
+        info = self._register(node, file, flags, created=True)
+        node.owner = (attrs.mode, attrs.uid, attrs.gid)
         return info, self.entry(node.ino, attrs)
 
     def _file(self, fh: int) -> OpenFile:
@@ -566,22 +600,38 @@ class Operations(pyfuse3.Operations):
         of = self._files.pop(fh, None)
         if of is None:
             return
+        if of.created:
+            of.node.owner = None  # no longer ours alone to know
+        # close(2) got its answer from FLUSH (every write drained there) and the kernel
+        # ignores RELEASE's: the remote CLOSE needs no waiting. It is sent before any later
+        # request (one loop, in order), so the server sees it ahead of what follows.
+        task = asyncio.get_running_loop().create_task(self._close_remote(of))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _close_remote(self, of: OpenFile) -> None:
         try:
             await of.file.close()
             if of.writable and of.node.attached:
                 # the kernel's pages now hold what we wrote: trust them while unchanged
                 attrs = await self.vfs.lstat(of.node.path())
                 of.node.stamp = (attrs.size, attrs.mtime_ns)
+        except OSError as exc:
+            log.debug("closing %r: %s", of.node.path(), exc)
+        except Exception:
+            log.exception("closing %r", of.node.path())
         finally:
             self.inodes.closed(of.node)
 
     async def close(self) -> None:
-        """Close every handle still open (unmount)."""
+        """Close every handle still open (unmount), and wait for every remote CLOSE."""
         for fh in list(self._files):
             try:
                 await self.release(fh)
             except pyfuse3.FUSEError:
                 pass
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
 
 async def _notify_in_thread(pairs: list[tuple[int, bytes]], inos: list[int]) -> None:

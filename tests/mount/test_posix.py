@@ -154,6 +154,39 @@ def test_chmod_truncate_touch(module_mount: tuple[str, MountProcess]) -> None:
     assert int(os.stat(os.path.join(remote, "f")).st_mtime) == want
 
 
+def test_owner_and_mode_changes_on_a_file_being_written(
+    module_mount: tuple[str, MountProcess],
+) -> None:
+    """What tar and cp -a do: create, write, then chown/chmod/utime the open file. A change
+    to what the created file already is may be skipped; every real change reaches the
+    server, also one back to the created mode after another change."""
+    remote, mnt = fresh(module_mount)
+    path, there = os.path.join(mnt, "f"), os.path.join(remote, "f")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    try:
+        os.write(fd, b"data")
+        st = os.stat(there)
+        os.fchown(fd, st.st_uid, st.st_gid)  # already so
+        os.fchmod(fd, 0o640)  # already so
+        assert os.stat(there).st_mode & 0o7777 == 0o640
+        os.fchmod(fd, 0o604)
+        assert os.stat(there).st_mode & 0o7777 == 0o604
+        os.fchmod(fd, 0o640)  # back: must not be taken for "already so"
+        assert os.stat(there).st_mode & 0o7777 == 0o640
+        os.fchown(fd, 4321, 4322)
+        assert (os.stat(there).st_uid, os.stat(there).st_gid) == (4321, 4322)
+        os.fchown(fd, st.st_uid, -1)
+        assert (os.stat(there).st_uid, os.stat(there).st_gid) == (st.st_uid, 4322)
+        os.utime(fd, ns=(1_000_000_000_000_000_000, 1_100_000_000_000_000_000))
+    finally:
+        os.close(fd)
+    st = os.stat(there)
+    assert st.st_mode & 0o7777 == 0o640 and st.st_uid == 0 and st.st_gid == 4322
+    assert int(st.st_mtime) == 1_100_000_000 and int(st.st_atime) == 1_000_000_000
+    with open(there, "rb") as f:
+        assert f.read() == b"data"
+
+
 def test_symlinks_not_rewritten(module_mount: tuple[str, MountProcess]) -> None:
     remote, mnt = fresh(module_mount)
     os.symlink("../some/where", os.path.join(mnt, "rel"))
