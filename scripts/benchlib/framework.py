@@ -122,6 +122,14 @@ class Context:
                 while f.read(8 << 20):
                     pass
 
+    def warm_tree(self, *paths: Path) -> None:
+        """lstat everything under ``paths`` into the server's dentry and inode caches (the
+        server answers from RAM, like ``ssh host ls -l`` run twice)."""
+        for p in paths:
+            for root, dirs, files in os.walk(p):
+                for name in dirs + files:
+                    os.lstat(os.path.join(root, name))
+
     def drop_caches(self) -> bool:
         """Drop the page cache, dentries and inodes; False if not allowed (not root)."""
         if self._can_drop is False:

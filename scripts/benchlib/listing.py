@@ -1,5 +1,10 @@
 """Listing scenarios: a huge directory, a tree walk, and small directories.
 
+"Cold" is the mount: fresh, with dropped page caches. The server's own metadata is warmed
+again before each timed run (as the read scenario warms its file): client and server share
+this machine's disk, and a server reading 100,000 inodes from disk (~1 s here, for any
+client alike) would measure the disk, not the client.
+
 - ``ls-l-100k``: cold ``ls -l`` of one 100,000-entry directory (sshvfs lists it with one
   exec command; sshfs needs 1,000+ READDIR round trips).
 - ``find-8k``: cold ``find`` over ~8,000 files in 420 directories, as the mount does it
@@ -48,6 +53,10 @@ def huge_setup(ctx: Context) -> None:
     _make_dir(str(ctx.data / _huge(ctx)), ctx.size(100_000, quick=10_000))
 
 
+def huge_prepare(ctx: Context) -> None:
+    ctx.warm_tree(ctx.data / _huge(ctx))
+
+
 def huge_run(ctx: Context, t: Target) -> None:
     ctx.sh(f"ls -l {shlex.quote(t.path(_huge(ctx)))} > /dev/null")
 
@@ -86,6 +95,10 @@ def _find(ctx: Context, path: str) -> None:
         raise RuntimeError(f"find saw {seen} paths, expected {expected}")
 
 
+def tree_prepare(ctx: Context) -> None:
+    ctx.warm_tree(ctx.data / _tree(ctx))
+
+
 def find_run(ctx: Context, t: Target) -> None:
     _find(ctx, t.path(_tree(ctx)))
 
@@ -107,6 +120,10 @@ def find_pipe(ctx: Context) -> None:
 def small_setup(ctx: Context) -> None:
     for i in range(SMALL_DIRS):
         _make_dir(str(ctx.data / "small" / f"s{i:02d}"), 10)
+
+
+def small_prepare(ctx: Context) -> None:
+    ctx.warm_tree(ctx.data / "small")
 
 
 def _list_small(root: str) -> float:
@@ -147,6 +164,7 @@ register(
         name="ls-l-100k",
         measures="cold ls -l of a 100,000-entry directory; quick: 10,000",
         setup=huge_setup,
+        prepare=huge_prepare,
         run=huge_run,
         pipe=huge_pipe,
         goal=4.0,
@@ -157,6 +175,7 @@ register(
         name="find-8k",
         measures="cold find over 8,000 files in 420 directories; quick: 1,000 in 110",
         setup=tree_setup,
+        prepare=tree_prepare,
         run=find_run,
         pipe=find_pipe,
         goal=2.0,
@@ -167,6 +186,7 @@ register(
         name="find-8k-prefetch",
         measures="find-8k, sshvfs first writing the tree into .sshvfs/prefetch (timed)",
         setup=tree_setup,
+        prepare=tree_prepare,
         run=find_prefetch_run,
         goal=2.0,
     )
@@ -176,6 +196,7 @@ register(
         name="ls-10-cold",
         measures=f"median ms of the first listing + lstats of a 10-entry dir ({SMALL_DIRS} dirs)",
         setup=small_setup,
+        prepare=small_prepare,
         run=small_run,
         unit="ms",
     )
@@ -186,6 +207,7 @@ register(
         measures="ls-10-cold with listing=auto divided by the same with listing=sftp "
         "(goal: at most 1.2)",
         setup=small_setup,
+        prepare=small_prepare,
         run=small_ratio_run,
         tools=("sshvfs",),
         unit="x",

@@ -302,9 +302,15 @@ def _fast_batch(fields: list[bytes], resolution: int) -> list[tuple[bytes, Entry
     if mtime_ns is None or atime_ns is None:
         return None
     bits = _TYPE_BITS
+    new = tuple.__new__  # Attrs and Entry are NamedTuples: build them without the wrapper
     with _no_gc():
         return [
-            (path, Entry(name, Attrs(bits[k] | perm, s, u, g, nl, mt, at), target or None))
+            (
+                path,
+                new(
+                    Entry, (name, new(Attrs, (bits[k] | perm, s, u, g, nl, mt, at)), target or None)
+                ),
+            )
             for path, name, k, perm, s, u, g, nl, mt, at, target in zip(
                 paths,
                 names,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import errno
 import logging
 import os
@@ -492,7 +491,7 @@ class CachingVFS:
             await self._changed(path)
             return
         self._mark(path)
-        self._learn(path, dataclasses.replace(before, **changes))
+        self._learn(path, before._replace(**changes))
 
     def _seconds(self, ns: int) -> int:
         """A time as the backend stores it (SFTP v3: whole seconds)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import stat as _stat
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 
 class FileType(enum.Enum):
@@ -35,9 +35,11 @@ _TYPE_BY_FMT = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Attrs:
-    """What ``lstat`` says of one file. ``mode`` is a full st_mode (type bits included)."""
+class Attrs(NamedTuple):
+    """What ``lstat`` says of one file. ``mode`` is a full st_mode (type bits included).
+
+    A NamedTuple, not a dataclass: a huge listing builds hundreds of thousands of these,
+    and a tuple is built 4x faster than a frozen dataclass (and needs no GC tracking)."""
 
     mode: int
     size: int
@@ -61,8 +63,7 @@ class Attrs:
         return _stat.S_ISDIR(self.mode)
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     """One directory entry: its name and its attributes (a listing is a readdirplus)."""
 
     name: bytes
