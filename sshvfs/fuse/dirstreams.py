@@ -18,15 +18,20 @@ A directory is read one of two ways:
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pyfuse3
 
-from ..vfs.types import Entry
+from ..vfs.types import Entry, listing_progress
+
+log = logging.getLogger(__name__)
 
 #: abandoned snapshots kept at most (a reader that stops early never says so)
 MAX_STREAMS = 1024
@@ -48,10 +53,18 @@ def kernel_cache_supported() -> bool:
     return (major, minor) >= (5, 1)
 
 
+#: snapshots still arriving (a reference keeps their tasks alive)
+_FILLING: set[asyncio.Task[None]] = set()
+
+
 @dataclass
 class DirHandle:
     """One reader's view of a directory: the snapshot it walks (fetched in its first READDIR)
-    and the directory's change count when it was taken."""
+    and the directory's change count when it was taken.
+
+    The snapshot is handed out while it still arrives: a huge listing comes in batches
+    (see :data:`~sshvfs.vfs.types.listing_progress`), and the kernel (and ``ls``) work on
+    the first ones while the rest is fetched and parsed."""
 
     ino: int
     entries: list[Entry | None] | None = None
@@ -59,6 +72,58 @@ class DirHandle:
     serial: int = 0
     #: set once the last entry was handed out; the next READDIR (EOF) ends the stream
     done: bool = field(default=False)
+    #: names in ``entries`` while the listing still arrives; None once it is complete
+    arriving: set[bytes] | None = None
+    #: why the listing ended early (raised once the entries before it are handed out)
+    error: OSError | None = None
+    _more: asyncio.Event | None = None
+
+    async def fill(self, fetch: Callable[[], Awaitable[list[Entry]]]) -> None:
+        """Start fetching the snapshot; return once its first entries (or all) are there.
+        An error before any entry is raised here."""
+        self.entries, self.arriving, self.error = [], set(), None
+        self.done = False
+        self._more = asyncio.Event()
+        task = asyncio.get_running_loop().create_task(self._fill(fetch))
+        _FILLING.add(task)
+        task.add_done_callback(_FILLING.discard)
+        while self.arriving is not None and not self.entries:
+            await self.wait()
+        if self.error is not None and not self.entries:
+            raise self.error
+
+    async def wait(self) -> None:
+        """Until more entries arrived or the listing is complete."""
+        assert self._more is not None
+        await self._more.wait()
+
+    def _add(self, batch: list[Entry]) -> None:
+        names, entries = self.arriving, self.entries
+        if names is None or entries is None:
+            return
+        for entry in batch:
+            if entry.name not in names:  # a retry or a fallback lists them again
+                names.add(entry.name)
+                entries.append(entry)
+        self._wake()
+
+    async def _fill(self, fetch: Callable[[], Awaitable[list[Entry]]]) -> None:
+        listing_progress.set(self._add)  # this task's own context
+        try:
+            self._add(await fetch())  # what no batch brought (all of it, from most listers)
+        except OSError as exc:
+            self.error = exc
+        except Exception:
+            log.exception("listing a directory failed")
+            self.error = OSError(errno.EIO, os.strerror(errno.EIO))
+        finally:
+            self.arriving = None
+            self._wake()
+
+    def _wake(self) -> None:
+        event, self._more = self._more, asyncio.Event()
+        if event is not None:
+            event.set()
 
 
 def cookie(serial: int, index: int) -> int:

@@ -386,24 +386,37 @@ class Operations(pyfuse3.Operations):
         if start == 0 or handle.entries is None:
             # fetched inside the READDIR request: the kernel holds the directory's lock, so
             # no unlink/rename in it can interleave with the reply
-            handle.entries = list(await self.vfs.readdir(path))
             handle.gen = self._dir_gen.get(parent_ino, 0)
-        elif handle.gen != self._dir_gen.get(parent_ino, 0):
+            await handle.fill(lambda: self.vfs.readdir(path))
+        elif handle.arriving is None and handle.gen != self._dir_gen.get(parent_ino, 0):
             # the directory changed between two READDIR calls: re-check what is left
+            assert handle.entries is not None
             handle.entries = await self._revalidate(path, handle.entries, start)
             handle.gen = self._dir_gen.get(parent_ino, 0)
-        entries: list[Entry | None] = handle.entries
-        for index in range(start, len(entries)):
-            item = entries[index]
-            if item is None:
-                continue
-            node = self.inodes.ensure(parent_ino, item.name)
-            if not pyfuse3.readdir_reply(
-                token, item.name, self.entry(node.ino, item.attrs), cookie(handle.serial, index)
-            ):
-                self.inodes.discard_if_unused(node)
-                return
-            node.lookups += 1  # readdirplus: every delivered entry is a lookup
+        entries = handle.entries
+        assert entries is not None
+        delivered = 0
+        while True:
+            for index in range(start, len(entries)):
+                item = entries[index]
+                if item is None:
+                    continue
+                node = self.inodes.ensure(parent_ino, item.name)
+                if not pyfuse3.readdir_reply(
+                    token, item.name, self.entry(node.ino, item.attrs), cookie(handle.serial, index)
+                ):
+                    self.inodes.discard_if_unused(node)
+                    return
+                node.lookups += 1  # readdirplus: every delivered entry is a lookup
+                delivered += 1
+            if handle.arriving is None:
+                break
+            start = len(entries)
+            await handle.wait()  # the reply is not full yet and more is on its way
+        if handle.error is not None:
+            if not delivered:
+                raise handle.error  # everything before it was handed out
+            return
         handle.done = True
 
     async def expire_kernel_listings(self) -> None:

@@ -33,7 +33,7 @@ from ..vfs.bulk import (
     probe_command,
     tree_command,
 )
-from ..vfs.types import Entry
+from ..vfs.types import Entry, listing_progress
 from .shell import RemoteShell, ShellClosed
 
 log = logging.getLogger(__name__)
@@ -325,7 +325,11 @@ class ExecLister:
             self._reaper = asyncio.get_running_loop().call_later(max(wait, 0.1), self._reap)
 
     async def _run(
-        self, command: bytes, path: bytes, limit: int | None
+        self,
+        command: bytes,
+        path: bytes,
+        limit: int | None,
+        on_batch: Callable[[list[Entry]], None] | None = None,
     ) -> list[tuple[bytes, Entry]] | None:
         """Run one listing command in an idle shell (or a new one); see RemoteShell.run."""
         if not await self.probe():
@@ -339,7 +343,7 @@ class ExecLister:
             self.running += 1
             self.peak = max(self.peak, self.running)
             try:
-                records, status, stderr = await shell.run(command, parser, limit)
+                records, status, stderr = await shell.run(command, parser, limit, on_batch)
             except ShellClosed as exc:
                 raise ExecUnavailable(f"remote shell ended: {exc}", path) from exc
             except (asyncssh.Error, ConnectionError) as exc:
@@ -359,7 +363,8 @@ class ExecLister:
         """Every entry of ``remote_dir`` (absolute) with lstat attributes and symlink
         targets. Raises ExecUnavailable (ENOTSUP: use SFTP), the directory's own error
         (ENOENT, EACCES, ENOTDIR...), or another OSError carrying the remote stderr."""
-        records = await self._run(listing_command(remote_dir), remote_dir, None)
+        progress = listing_progress.get()
+        records = await self._run(listing_command(remote_dir), remote_dir, None, progress)
         assert records is not None
         return [entry for _, entry in records]
 

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from typing import cast
 
 import asyncssh
@@ -110,9 +111,14 @@ class RemoteShell:
         return False
 
     async def run(
-        self, command: bytes, parser: ListingParser, limit: int | None = None
+        self,
+        command: bytes,
+        parser: ListingParser,
+        limit: int | None = None,
+        on_batch: Callable[[list[Entry]], None] | None = None,
     ) -> tuple[list[tuple[bytes, Entry]] | None, int, bytes]:
-        """Run ``command``, its stdout parsed by ``parser`` (a framed one) as it arrives.
+        """Run ``command``, its stdout parsed by ``parser`` (a framed one) as it arrives;
+        ``on_batch`` gets the entries of each chunk as soon as they are parsed.
 
         Returns ``(records, exit status, stderr)``; records is None once more than
         ``limit`` came (the shell is then closed: closing the channel stops the command).
@@ -125,7 +131,10 @@ class RemoteShell:
                 chunk = await self._proc.stdout.read(_CHUNK)
                 if not chunk:
                     raise ShellClosed("the shell's stdout ended mid-command")
-                records += parser.feed(chunk)
+                batch = parser.feed(chunk)
+                records += batch
+                if on_batch is not None and batch:
+                    on_batch([entry for _, entry in batch])
                 if limit is not None and len(records) > limit:
                     return None, -1, b""
             stderr = await self._stderr_segment()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .types import VFS, Attrs, Entry, FileType, StatFs, VFSFile, join
+from .types import VFS, Attrs, Entry, FileType, StatFs, VFSFile, join, listing_progress
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,12 @@ class FollowSymlinksVFS:
         return await self.inner.stat(path)
 
     async def readdir(self, path: bytes) -> list[Entry]:
-        return await self._follow_all(path, await self.inner.readdir(path))
+        hidden = listing_progress.set(None)  # what comes up from below is not followed yet
+        try:
+            entries = await self.inner.readdir(path)
+        finally:
+            listing_progress.reset(hidden)
+        return await self._follow_all(path, entries)
 
     async def tree(self, path: bytes, max_entries: int) -> dict[bytes, list[Entry]] | None:
         listings = await self.inner.tree(path, max_entries)

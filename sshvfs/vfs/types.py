@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import enum
 import stat as _stat
+from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol, runtime_checkable
 
@@ -198,3 +200,13 @@ def split(path: bytes) -> tuple[bytes, bytes]:
     """``b"/a/b"`` -> ``(b"/a", b"b")``; ``b"/a"`` -> ``(b"/", b"a")``."""
     head, _, tail = path.rpartition(b"/")
     return (head or b"/", tail)
+
+
+#: Set by a caller that can use a directory's entries before the listing is complete (READDIR
+#: hands them to the kernel while the rest still arrives). A lister that learns entries in
+#: batches calls it with each batch, in the calling task; names may repeat across batches
+#: and the final list of ``readdir`` stays the answer. Layers that change entries on the
+#: way up (follow_symlinks) clear it for the layers below.
+listing_progress: ContextVar[Callable[[list[Entry]], None] | None] = ContextVar(
+    "listing_progress", default=None
+)

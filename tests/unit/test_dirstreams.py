@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from sshvfs.fuse.dirstreams import MAX_STREAMS, DirStreams, cookie, split_cookie
+import asyncio
+
+import pytest
+
+from sshvfs.fuse.dirstreams import MAX_STREAMS, DirHandle, DirStreams, cookie, split_cookie
+from sshvfs.vfs.types import Attrs, Entry, listing_progress
 
 
 class Clock:
@@ -57,3 +62,58 @@ def test_kernel_copies_fall_due_after_the_ttl_oldest_first() -> None:
     clock.now += 5
     assert streams.due() == [11]
     assert streams.next_due() is None
+
+
+# -- a snapshot handed out while it arrives -----------------------------------------------
+
+
+def _entry(name: bytes) -> Entry:
+    return Entry(name, Attrs(0o100644, 0, 0, 0, 1, 0, 0))
+
+
+async def test_fill_hands_out_batches_before_the_listing_is_complete() -> None:
+    gate = asyncio.Event()
+
+    async def fetch() -> list[Entry]:
+        report = listing_progress.get()
+        assert report is not None
+        report([_entry(b"a"), _entry(b"b")])
+        await gate.wait()
+        report([_entry(b"b"), _entry(b"c")])  # a name again (a retry): kept once
+        return [_entry(b"a"), _entry(b"d")]  # the final answer adds what no batch had
+
+    handle = DirHandle(5)
+    await handle.fill(fetch)
+    assert [e.name for e in handle.entries or []] == [b"a", b"b"]
+    assert handle.arriving is not None  # still coming
+    waiting = asyncio.ensure_future(handle.wait())
+    gate.set()
+    await waiting
+    while handle.arriving is not None:
+        await handle.wait()
+    assert [e.name for e in handle.entries or []] == [b"a", b"b", b"c", b"d"]
+    assert handle.error is None
+    assert listing_progress.get() is None  # the fetch's context was its own
+
+
+async def test_fill_error_before_any_entry_is_raised_after_some_is_kept() -> None:
+    async def nothing() -> list[Entry]:
+        raise FileNotFoundError(2, "gone")
+
+    handle = DirHandle(5)
+    with pytest.raises(FileNotFoundError):
+        await handle.fill(nothing)
+
+    async def half() -> list[Entry]:
+        report = listing_progress.get()
+        assert report is not None
+        report([_entry(b"a")])
+        await asyncio.sleep(0)
+        raise OSError(5, "connection lost")
+
+    handle = DirHandle(6)
+    await handle.fill(half)
+    while handle.arriving is not None:
+        await handle.wait()
+    assert [e.name for e in handle.entries or []] == [b"a"]
+    assert isinstance(handle.error, OSError) and handle.error.errno == 5
