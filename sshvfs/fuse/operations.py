@@ -616,8 +616,9 @@ class Operations(pyfuse3.Operations):
         if of.created:
             of.node.owner = None  # no longer ours alone to know
         # close(2) got its answer from FLUSH (every write drained there) and the kernel
-        # ignores RELEASE's: the remote CLOSE needs no waiting. It is sent before any later
-        # request (one loop, in order), so the server sees it ahead of what follows.
+        # ignores RELEASE's: the remote CLOSE needs no waiting. Nothing later depends on its
+        # order either: the kernel sends RELEASE after close(2) returns, so requests made
+        # after close(2) could always overtake it.
         task = asyncio.get_running_loop().create_task(self._close_remote(of))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)

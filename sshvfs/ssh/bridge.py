@@ -58,9 +58,13 @@ class Bridge:
         """Run ``coro`` to completion from a plain (non-loop) thread, blocking."""
         return self.submit(coro).result(timeout)
 
+    def on_loop(self) -> bool:
+        """Whether the calling coroutine runs on this loop (call it from a coroutine)."""
+        return asyncio.get_running_loop() is self._loop
+
     async def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Await ``coro`` on this loop: directly when already on it, else across threads."""
-        if asyncio.get_running_loop() is self._loop:
+        if self.on_loop():
             return await coro
         return await asyncio.wrap_future(self.submit(coro))
 

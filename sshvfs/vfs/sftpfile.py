@@ -30,13 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
 class SftpFile:
     """An open remote file: reads stream through a :class:`ReadAhead`, writes through a
     :class:`WriteBehind`, both on the asyncio side.
@@ -259,11 +252,11 @@ class SftpFile:
             # within both bounds, so the writer will not wait: hand it over and answer now
             # (started before this returns, or queued on the loop from another thread: either
             # way ahead of any later call of this or any handle)
-            loop = self._vfs._bridge.loop
-            if _running_loop() is loop:
+            bridge = self._vfs._bridge
+            if bridge.on_loop():
                 self._start_write(offset, data)
             else:
-                loop.call_soon_threadsafe(self._start_write, offset, data)
+                bridge.loop.call_soon_threadsafe(self._start_write, offset, data)
             return size
         self._waiting += 1
         try:  # past a bound: wait until it is sent
