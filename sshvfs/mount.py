@@ -18,6 +18,7 @@ import pyfuse3.asyncio
 from . import __version__
 from .config import MountOptions, Target
 from .errors import UserError
+from .fuse import fdwait
 from .fuse.control import ControlState
 from .fuse.dirstreams import kernel_cache_supported
 from .fuse.operations import Operations, Timeouts
@@ -241,6 +242,7 @@ class Mount:
 
         The connection stays open: the caller ends it with :meth:`shutdown`."""
         pyfuse3.asyncio.enable()  # FUSE requests are served on the bridge's asyncio loop
+        fdwait.install()
         ops = self.build_operations()
         self._wait_for_exec_lister()
         try:

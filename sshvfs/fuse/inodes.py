@@ -13,6 +13,7 @@ import logging
 import pyfuse3
 
 from ..errors import fs_error
+from ..vfs.types import Attrs
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ FIRST_DYNAMIC_INODE = 100
 
 
 class Node:
-    __slots__ = ("ino", "parent", "name", "lookups", "opens", "children", "stamp", "owner")
+    __slots__ = ("ino", "parent", "name", "lookups", "opens", "children", "stamp", "owned")
 
     def __init__(self, ino: int, parent: Node | None, name: bytes) -> None:
         self.ino = ino
@@ -33,9 +34,10 @@ class Node:
         self.children: dict[bytes, Node] = {}
         #: (size, mtime_ns) when the kernel's page cache of this file was last filled
         self.stamp: tuple[int, int] | None = None
-        #: (mode, uid, gid) on the server while a file this mount created is open: a chmod
-        #: or chown to what it already is (tar, cp -p after a create) needs no round trip
-        self.owner: tuple[int, int, int] | None = None
+        #: the attributes of a file this mount created, while it holds it open, kept current
+        #: by this mount's own writes and setattrs: what an untar's fchmod/futimens/fchown
+        #: need to know without a round trip
+        self.owned: Attrs | None = None
 
     @property
     def attached(self) -> bool:

@@ -14,6 +14,7 @@ import functools
 import logging
 import os
 import stat as _stat
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -94,6 +95,8 @@ class Operations(pyfuse3.Operations):
         self.timeouts = timeouts or Timeouts()
         #: how owners and permission bits are shown (idmap=, uid=, gid=, umask=)
         self.ownership = ownership or IDENTITY
+        #: how finely the server keeps times (SFTP v3: whole seconds)
+        self._time_step: int = getattr(vfs, "time_resolution_ns", 1)
         self.inodes = InodeTable()
         self._files: dict[int, OpenFile] = {}
         self._dirs: dict[int, DirHandle] = {}
@@ -217,6 +220,10 @@ class Operations(pyfuse3.Operations):
                 if of.node is node:
                     return self.entry(inode, await of.file.fstat())
             raise pyfuse3.FUSEError(errno.ENOENT)
+        if node.owned is not None:
+            # the kernel asks before every chown (to recompute setuid bits): a file this
+            # mount created and writes is one whose attributes it knows
+            return self.entry(inode, node.owned)
         return self.entry(inode, await self.vfs.lstat(node.path()))
 
     @guard
@@ -230,6 +237,11 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         if self.control is not None and ctl.is_control(inode):
             return await self.control.setattr(inode, fields)
+        node = self.inodes.get(inode)
+        if node.owned is not None:
+            known = await self._setattr_owned(node, attr, fields)
+            if known is not None:
+                return self.entry(inode, known)
         path = self._path(inode)
         of = self._files.get(fh) if fh is not None else None
         if fields.update_size:
@@ -237,12 +249,10 @@ class Operations(pyfuse3.Operations):
                 await of.file.truncate(attr.st_size)
             else:
                 await self.vfs.truncate(path, attr.st_size)
-        node = self.inodes.get(inode)
         if fields.update_mode:
-            await self._chmod(node, path, attr.st_mode & 0o7777)
+            await self.vfs.chmod(path, attr.st_mode & 0o7777)
         if fields.update_uid or fields.update_gid:
-            await self._chown(
-                node,
+            await self.vfs.chown(
                 path,
                 self.ownership.remote_uid_for(attr.st_uid) if fields.update_uid else -1,
                 self.ownership.remote_gid_for(attr.st_gid) if fields.update_gid else -1,
@@ -255,32 +265,50 @@ class Operations(pyfuse3.Operations):
                 atime_ns = attr.st_atime_ns if fields.update_atime else current.atime_ns
                 mtime_ns = attr.st_mtime_ns if fields.update_mtime else current.mtime_ns
             await self.vfs.utimens(path, atime_ns, mtime_ns)
-        return self.entry(inode, await self.vfs.lstat(path))
+        attrs = await self.vfs.lstat(path)
+        if node.owned is not None:
+            node.owned = attrs
+        return self.entry(inode, attrs)
 
-    async def _chmod(self, node: Node, path: bytes, mode: int) -> None:
-        owner = node.owner
-        if owner is not None and owner[0] & 0o7777 == mode:
-            return  # already so on the server (a file this mount created and holds open)
-        await self.vfs.chmod(path, mode)
-        if owner is not None:
-            node.owner = (_stat.S_IFMT(owner[0]) | mode, owner[1], owner[2])
-
-    async def _chown(self, node: Node, path: bytes, uid: int, gid: int) -> None:
-        owner = node.owner
-        if (
-            owner is not None
-            and uid in (-1, owner[1])
-            and gid in (-1, owner[2])
-            and not owner[0] & (_stat.S_ISUID | _stat.S_ISGID)  # a chown may clear those
-        ):
-            return
-        await self.vfs.chown(path, uid, gid)
-        if owner is not None:
-            node.owner = (
-                owner[0],
-                owner[1] if uid == -1 else uid,
-                owner[2] if gid == -1 else gid,
+    async def _setattr_owned(
+        self, node: Node, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields
+    ) -> Attrs | None:
+        """A setattr of a file this mount created and holds open (tar, cp -p, rsync: fchown,
+        fchmod, futimens after the writes), answered from what we know: a chown to what it
+        already is sends nothing, and the mode and times ride the handle's write pipeline,
+        sent in order after its writes, a failure raised by the next write, flush or close,
+        like a write's (the owner of a file may always chmod and utime it). None: not that
+        case, take the ordinary path."""
+        owned = node.owned
+        assert owned is not None
+        if fields.update_size or (fields.update_atime and not fields.update_mtime):
+            return None  # truncate, or an atime alone: the mtime after writes is the server's
+        if fields.update_uid or fields.update_gid:
+            own = self.ownership
+            uid = own.remote_uid_for(attr.st_uid) if fields.update_uid else owned.uid
+            gid = own.remote_gid_for(attr.st_gid) if fields.update_gid else owned.gid
+            if (uid, gid) != (owned.uid, owned.gid) or owned.mode & (_stat.S_ISUID | _stat.S_ISGID):
+                return None  # a real chown can fail, and may clear setuid/setgid bits
+        known = owned
+        mode: int | None = None
+        if fields.update_mode and attr.st_mode & 0o7777 != owned.mode & 0o7777:
+            mode = attr.st_mode & 0o7777
+            known = known._replace(mode=_stat.S_IFMT(owned.mode) | mode)
+        times: tuple[int, int] | None = None
+        if fields.update_mtime:
+            atime = attr.st_atime_ns if fields.update_atime else owned.atime_ns
+            times = (atime, attr.st_mtime_ns)
+            step = self._time_step
+            known = known._replace(
+                atime_ns=atime - atime % step, mtime_ns=times[1] - times[1] % step
             )
+        if mode is not None or times is not None:
+            of = next((of for of in self._files.values() if of.node is node), None)
+            if of is None:
+                return None
+            await of.file.setstat(mode, times)
+        node.owned = known
+        return known
 
     @guard
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
@@ -514,6 +542,7 @@ class Operations(pyfuse3.Operations):
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         path = self._child_path(new_parent_inode, new_name)
+        self.inodes.get(inode).owned = None  # its link count is the server's to say
         await self.vfs.link(self._path(inode), path)
         return await self._new_entry(new_parent_inode, new_name, path)
 
@@ -552,6 +581,8 @@ class Operations(pyfuse3.Operations):
         except OSError:
             attrs = None
         stamp = (attrs.size, attrs.mtime_ns) if attrs is not None else None
+        if node.owned is not None:
+            node.owned = attrs  # e.g. truncated by this open
         info.keep_cache = stamp is not None and node.stamp == stamp and not flags & os.O_TRUNC
         node.stamp = stamp
         return info
@@ -569,7 +600,7 @@ class Operations(pyfuse3.Operations):
             raise
         node = self.inodes.lookup(parent_inode, name)
         info = self._register(node, file, flags, created=True)
-        node.owner = (attrs.mode, attrs.uid, attrs.gid)
+        node.owned = attrs
         return info, self.entry(node.ino, attrs)
 
     def _file(self, fh: int) -> OpenFile:
@@ -582,15 +613,25 @@ class Operations(pyfuse3.Operations):
     async def read(self, fh: int, off: int, size: int) -> bytes:
         if self.control is not None and self.control.owns(fh):
             return self.control.read(fh, off, size)
-        return await self._file(fh).file.read(off, size)
+        of = self._file(fh)
+        of.node.owned = None  # a read may move the atime on the server
+        return await of.file.read(off, size)
 
     @guard
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         if self.control is not None and self.control.owns(fh):
             return await self.control.write(fh, bytes(buf))
         of = self._file(fh)
-        of.node.stamp = None  # what the kernel caches is now ours, not the server's
-        return await of.file.write(off, bytes(buf))
+        node = of.node
+        node.stamp = None  # what the kernel caches is now ours, not the server's
+        done = await of.file.write(off, bytes(buf))
+        owned = node.owned
+        if owned is not None:
+            now = time.time_ns()
+            node.owned = owned._replace(
+                size=max(owned.size, off + done), mtime_ns=now - now % self._time_step
+            )
+        return done
 
     @guard
     async def flush(self, fh: int) -> None:
@@ -614,7 +655,7 @@ class Operations(pyfuse3.Operations):
         if of is None:
             return
         if of.created:
-            of.node.owner = None  # no longer ours alone to know
+            of.node.owned = None  # no longer ours alone to know
         # close(2) got its answer from FLUSH (every write drained there) and the kernel
         # ignores RELEASE's: the remote CLOSE needs no waiting. Nothing later depends on its
         # order either: the kernel sends RELEASE after close(2) returns, so requests made

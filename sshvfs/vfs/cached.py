@@ -42,6 +42,9 @@ Listener = Callable[[bytes | None], None]
 REFRESH_PARALLEL = 16
 #: how long a listing waits for a tree prefetch that covers it before listing by itself
 PREFETCH_WAIT = 10.0
+#: seconds a directory this mount made is taken as holding only what the mount made there,
+#: counted from the last thing made there
+MADE_WINDOW = 2.0
 
 
 class _Counted(TTLCache[Any, Any]):
@@ -101,6 +104,11 @@ class CachingVFS:
         self._links: _Counted = _Counted(max(1, size // 10), max(attr_ttl, 1e-9), timer)
         self._dirs: _Counted = _Counted(
             size, max(dir_ttl, 1e-9), timer, getsizeof=lambda v: len(v.entries) + 1
+        )
+        #: directories this mount just made (empty then), each with the names made in it
+        #: since; kept while the mount goes on making things there, MADE_WINDOW at most after
+        self._made: _Counted = _Counted(
+            max(1, size // 100), max(min(neg_ttl, MADE_WINDOW), 1e-9), timer
         )
         self._enabled_attr = attr_ttl > 0
         self._enabled_dir = dir_ttl > 0
@@ -162,6 +170,10 @@ class CachingVFS:
         listing = self._dirs.get(parent)
         if listing is not None:
             listing.dirty.add(name)
+        made = self._made.get(parent)
+        if made is not None:
+            made.add(name)  # may exist now: ask
+            self._made[parent] = made  # still being filled: keep the moment going
 
     def _gone(self, path: bytes, is_dir: bool | None = None) -> None:
         """``path`` no longer exists (unlink, rmdir, rename source)."""
@@ -189,7 +201,7 @@ class CachingVFS:
             if root in self._gen:
                 self._gen[root] += 1
             return
-        for cache in (self._attrs, self._neg, self._links, self._dirs):
+        for cache in (self._attrs, self._neg, self._links, self._dirs, self._made):
             for key in [k for k in list(cache.keys()) if _within(k, root)]:
                 cache.pop(key, None)
         for key in [k for k in self._gen if _within(k, root)]:
@@ -198,7 +210,7 @@ class CachingVFS:
     def invalidate(self, path: bytes | None = None) -> None:
         """Drop everything (``None``) or one subtree, and tell the listeners."""
         if path is None or path == b"/":
-            for cache in (self._attrs, self._neg, self._links, self._dirs):
+            for cache in (self._attrs, self._neg, self._links, self._dirs, self._made):
                 cache.clear()
             self._gen.clear()
             self._epoch += 1
@@ -238,6 +250,7 @@ class CachingVFS:
     def _cached_attrs(self, path: bytes) -> Attrs | None | object:
         if path in self._linked:
             return None
+        parent = name = b""
         if path != b"/":
             parent, name = split(path)
             listing = self._dirs.get(parent)
@@ -250,6 +263,10 @@ class CachingVFS:
             return attrs
         if path in self._neg:
             return _MISSING
+        if parent:
+            made = self._made.get(parent)
+            if made is not None and name not in made:
+                return _MISSING  # in a directory we made, and not made there since
         return None
 
     async def lstat(self, path: bytes) -> Attrs:
@@ -329,6 +346,7 @@ class CachingVFS:
     def _install(self, path: bytes, entries: list[Entry]) -> None:
         """Cache a listing. Its entries answer lstat through the listing itself (not copied
         into the attribute cache: that would double the memory of a huge directory)."""
+        self._made.pop(path, None)  # the listing knows better now
         if self._enabled_dir:
             self._dirs[path] = Listing({e.name: e for e in entries})
         for e in entries:
@@ -415,6 +433,13 @@ class CachingVFS:
         finally:
             self._mark(path)
             self._attrs.pop(split(path)[0], None)
+        if self._enabled_neg:
+            # It is empty, and whoever made it is about to fill it (tar, cp -r, git
+            # checkout): every name in it counts as looked up and missing for a moment, so
+            # the lookup before each create needs no round trip. The moment lasts while the
+            # mount goes on making things there and MADE_WINDOW after (never beyond the
+            # negative cache's own promise); a listing always asks the server.
+            self._made[path] = set()
 
     async def rmdir(self, path: bytes) -> None:
         await self.inner.rmdir(path)
@@ -493,10 +518,15 @@ class CachingVFS:
         self._mark(path)
         self._learn(path, before._replace(**changes))
 
+    @property
+    def time_resolution_ns(self) -> int:
+        """How finely the backend stores times (SFTP v3: whole seconds)."""
+        step: int = getattr(self.inner, "time_resolution_ns", 1)
+        return step
+
     def _seconds(self, ns: int) -> int:
-        """A time as the backend stores it (SFTP v3: whole seconds)."""
-        step = getattr(self.inner, "time_resolution_ns", 1)
-        return ns - ns % step
+        """A time as the backend stores it."""
+        return ns - ns % self.time_resolution_ns
 
     async def chmod(self, path: bytes, mode: int) -> None:
         before = self._known(path)
@@ -568,6 +598,10 @@ class CachedFile:
         if not self._written:  # e.g. right after a create: the truth, learnt for free
             self._vfs._learn(self._inner.path, attrs)
         return attrs
+
+    async def setstat(self, mode: int | None = None, times: tuple[int, int] | None = None) -> None:
+        self._touch()  # what the cache holds is no longer the server's truth
+        await self._inner.setstat(mode, times)
 
     async def flush(self) -> None:
         await self._inner.flush()

@@ -66,6 +66,15 @@ class LocalFile:
     async def fstat(self) -> Attrs:
         return attrs_of(await _io(lambda: os.fstat(self._fd)))
 
+    async def setstat(self, mode: int | None = None, times: tuple[int, int] | None = None) -> None:
+        def op() -> None:
+            if mode is not None:
+                os.fchmod(self._fd, mode & 0o7777)
+            if times is not None:
+                os.utime(self._fd, ns=times)
+
+        await _io(op)
+
     async def flush(self) -> None:
         return None  # every write is done when it returns
 

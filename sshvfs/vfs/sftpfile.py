@@ -160,6 +160,13 @@ class SftpFile:
         except (asyncssh.Error, ConnectionError, EOFError) as exc:
             raise _translate(exc, self._path) from exc
 
+    async def _fsetstat(self, attrs: asyncssh.SFTPAttrs) -> None:
+        try:
+            handle = await self._live_handle()
+            await self._vfs._deadline(handle.setstat(attrs), self._path)
+        except (asyncssh.Error, ConnectionError, EOFError) as exc:
+            raise _translate(exc, self._path) from exc
+
     async def _explain_write_failure(self, size: int) -> int | None:
         """SFTP v3 reports a full disk as FX_FAILURE: ask statvfs whether it is one."""
         try:
@@ -288,11 +295,30 @@ class SftpFile:
 
         return await self._vfs._run(op(), self._path)
 
+    async def setstat(self, mode: int | None = None, times: tuple[int, int] | None = None) -> None:
+        self._check()
+        self._attrs = None
+        attrs = asyncssh.SFTPAttrs()
+        if mode is not None:
+            attrs.permissions = mode & 0o7777
+        if times is not None:
+            attrs.atime, attrs.atime_ns = divmod(times[0], 1_000_000_000)
+            attrs.mtime, attrs.mtime_ns = divmod(times[1], 1_000_000_000)
+
+        async def op() -> None:
+            await self._writer.request(lambda: self._fsetstat(attrs))
+
+        try:
+            await self._vfs._run(op(), self._path)
+        except OSError:
+            self._check()
+            raise
+
     async def flush(self) -> None:
         settled = self._writer.settled  # read before the error: see WriteBehind's doc
         self._check()
-        if settled == self._submitted:
-            return  # every write acknowledged, none failed
+        if settled == self._submitted and not self._writer.busy:
+            return  # every write and setstat acknowledged, none failed
         try:
             await self._vfs._run(self._writer.drain(), self._path)
         except OSError:

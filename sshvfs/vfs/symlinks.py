@@ -23,6 +23,11 @@ class FollowSymlinksVFS:
     def __init__(self, inner: VFS) -> None:
         self.inner = inner
 
+    @property
+    def time_resolution_ns(self) -> int:
+        step: int = getattr(self.inner, "time_resolution_ns", 1)
+        return step
+
     async def _follow(self, path: bytes, attrs: Attrs) -> Attrs:
         if attrs.type is not FileType.SYMLINK:
             return attrs

@@ -120,6 +120,12 @@ class VFSFile(Protocol):
 
     async def fstat(self) -> Attrs: ...
 
+    async def setstat(self, mode: int | None = None, times: tuple[int, int] | None = None) -> None:
+        """Set the permission bits and/or (atime_ns, mtime_ns), after every earlier write.
+        May return once the request is sent: a failure is then raised by the next write,
+        flush, fsync or close, like a write's."""
+        ...
+
     async def flush(self) -> None:
         """Wait for every write accepted so far; raise the first error any of them met."""
         ...

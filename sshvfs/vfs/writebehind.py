@@ -15,6 +15,9 @@ Lives on the asyncio side. :meth:`WriteBehind.write` returns as soon as the data
   mount (a shared :class:`ByteBudget`); a write past either bound waits, in arrival order.
 - **Errors.** The first failure is kept for good (sticky): it is raised by every later
   :meth:`write` and :meth:`drain` (flush, fsync, close), so it is never dropped.
+- **Other requests** that change the file (a SETSTAT of its mode or times) may ride the same
+  pipeline with :meth:`request`: sent after every earlier write, waited for by
+  :meth:`drain`, their failure kept like a write's.
 - **Accounting.** :attr:`settled` counts every byte handed to :meth:`write` that is
   finished with (acknowledged, failed, or refused). It only grows and only the writer
   updates it, so the caller can compare it with what it handed over, without a lock (also
@@ -138,6 +141,22 @@ class WriteBehind:
         if self._lock is not None and self._lock.locked():
             async with self._lock:  # asyncio locks are first come, first served
                 pass
+
+    async def request(self, send: Callable[[], Awaitable[object]]) -> None:
+        """Send one more request after every write that arrived before this call, and return
+        once it is sent: :meth:`drain` waits for its answer and a failure is kept as
+        :attr:`error`, exactly as for a write (it carries no bytes)."""
+        if self.error is not None:
+            raise self.error
+        await self.barrier()
+        task = asyncio.ensure_future(send())
+        self._pending += 1
+        task.add_done_callback(functools.partial(self._done, 0))
+
+    @property
+    def busy(self) -> bool:
+        """Anything sent and not yet answered (writes or other requests)."""
+        return self._pending > 0
 
     def _give_back(self, n: int) -> None:
         self._own.release(n)

@@ -8,11 +8,15 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
+from sshvfs.vfs.cached import MADE_WINDOW
+
 from ..mounting import ROOT, MountProcess
 from .test_posix import fresh
+from .test_streaming import fresh as fresh_on_server
 
 pytestmark = pytest.mark.mount
 
@@ -32,6 +36,13 @@ def cache_counts(mnt: str) -> dict[str, int]:
 
 def touch_invalidate(mnt: str) -> None:
     subprocess.run(["touch", os.path.join(mnt, ".sshvfs", "invalidate")], check=True)
+
+
+def fresh_unmade(module_mount: tuple[str, MountProcess]) -> tuple[str, str]:
+    """A new directory the server made, not this mount (see test_made_dir_window)."""
+    remote, mnt = fresh_on_server(module_mount)
+    touch_invalidate(module_mount[1].mountpoint)  # the root's listing may be cached
+    return remote, mnt
 
 
 def test_server_changes_stale_then_fresh_after_touch(
@@ -81,7 +92,7 @@ def test_kernel_cached_attrs_follow_invalidation(module_mount: tuple[str, MountP
 
 
 def test_invalidate_one_subtree_keeps_the_rest(module_mount: tuple[str, MountProcess]) -> None:
-    remote, mnt = fresh(module_mount)
+    remote, mnt = fresh_unmade(module_mount)
     name = os.path.basename(mnt)
     for d in ("a", "b"):
         os.mkdir(os.path.join(remote, d))
@@ -176,7 +187,7 @@ def test_control_directory(module_mount: tuple[str, MountProcess]) -> None:
 
 
 def test_cwd_and_here(module_mount: tuple[str, MountProcess]) -> None:
-    remote, mnt = fresh(module_mount)
+    remote, mnt = fresh_unmade(module_mount)
     target = os.path.join(remote, "dir with space ünï")
     os.mkdir(target)
     cwd = os.path.join(module_mount[1].mountpoint, ".sshvfs", "cwd")
@@ -212,3 +223,18 @@ def test_status_cli(module_mount: tuple[str, MountProcess]) -> None:
         [sys.executable, "-m", "sshvfs", "status", "/tmp"], capture_output=True, text=True, env=env
     )
     assert bad.returncode == 1 and "not an sshvfs mount" in bad.stderr
+
+
+def test_made_dir_window(module_mount: tuple[str, MountProcess]) -> None:
+    """Right after the mount made a directory (and while it goes on filling it), a name the
+    server put there is not looked up; a listing sees it at once, and a lookup does soon."""
+    remote, mnt = fresh(module_mount)
+    os.mkdir(os.path.join(mnt, "made"))
+    open(os.path.join(remote, "made", "theirs"), "w").close()
+    assert not os.path.exists(os.path.join(mnt, "made", "theirs"))
+    time.sleep(MADE_WINDOW + 0.5)
+    assert os.path.exists(os.path.join(mnt, "made", "theirs"))
+    os.mkdir(os.path.join(mnt, "made2"))
+    open(os.path.join(remote, "made2", "theirs"), "w").close()
+    assert os.listdir(os.path.join(mnt, "made2")) == ["theirs"]
+    assert os.path.exists(os.path.join(mnt, "made2", "theirs"))

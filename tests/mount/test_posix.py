@@ -157,34 +157,81 @@ def test_chmod_truncate_touch(module_mount: tuple[str, MountProcess]) -> None:
 def test_owner_and_mode_changes_on_a_file_being_written(
     module_mount: tuple[str, MountProcess],
 ) -> None:
-    """What tar and cp -a do: create, write, then chown/chmod/utime the open file. A change
-    to what the created file already is may be skipped; every real change reaches the
-    server, also one back to the created mode after another change."""
+    """What tar and cp -a do: create, write, then chown/chmod/utime the open file. The mount
+    shows each change at once; the server has it once fsync (or close) returns, also a
+    change back to the created mode after another one; a real chown reaches it at once."""
     remote, mnt = fresh(module_mount)
     path, there = os.path.join(mnt, "f"), os.path.join(remote, "f")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+
+    def both() -> tuple[os.stat_result, os.stat_result]:
+        shown = os.stat(path)
+        os.fsync(fd)
+        return shown, os.stat(there)
+
     try:
         os.write(fd, b"data")
         st = os.stat(there)
         os.fchown(fd, st.st_uid, st.st_gid)  # already so
         os.fchmod(fd, 0o640)  # already so
-        assert os.stat(there).st_mode & 0o7777 == 0o640
+        assert [s.st_mode & 0o7777 for s in both()] == [0o640, 0o640]
+        assert os.fstat(fd).st_size == 4
         os.fchmod(fd, 0o604)
-        assert os.stat(there).st_mode & 0o7777 == 0o604
+        assert [s.st_mode & 0o7777 for s in both()] == [0o604, 0o604]
         os.fchmod(fd, 0o640)  # back: must not be taken for "already so"
-        assert os.stat(there).st_mode & 0o7777 == 0o640
+        assert [s.st_mode & 0o7777 for s in both()] == [0o640, 0o640]
         os.fchown(fd, 4321, 4322)
         assert (os.stat(there).st_uid, os.stat(there).st_gid) == (4321, 4322)
         os.fchown(fd, st.st_uid, -1)
         assert (os.stat(there).st_uid, os.stat(there).st_gid) == (st.st_uid, 4322)
         os.utime(fd, ns=(1_000_000_000_000_000_000, 1_100_000_000_000_000_000))
+        os.write(fd, b"more")  # after the times: the server moves the mtime again
+        os.utime(fd, ns=(1_000_000_000_000_000_000, 1_200_000_000_000_000_000))
+        shown, stored = both()
+        assert int(shown.st_mtime) == int(stored.st_mtime) == 1_200_000_000
+        assert shown.st_size == stored.st_size == 8
     finally:
         os.close(fd)
     st = os.stat(there)
     assert st.st_mode & 0o7777 == 0o640 and st.st_uid == 0 and st.st_gid == 4322
-    assert int(st.st_mtime) == 1_100_000_000 and int(st.st_atime) == 1_000_000_000
+    assert int(st.st_mtime) == 1_200_000_000 and int(st.st_atime) == 1_000_000_000
     with open(there, "rb") as f:
-        assert f.read() == b"data"
+        assert f.read() == b"datamore"
+
+
+def test_mtime_alone_keeps_the_atime(module_mount: tuple[str, MountProcess]) -> None:
+    """futimens with UTIME_OMIT for the atime (GNU tar's way) on a file being written."""
+    remote, mnt = fresh(module_mount)
+    fd = os.open(os.path.join(mnt, "f"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, b"x" * 5000)
+        atime = os.stat(os.path.join(remote, "f")).st_atime_ns
+        os.utime(fd, ns=(atime, 1_300_000_000_000_000_000))
+    finally:
+        os.close(fd)
+    st = os.stat(os.path.join(remote, "f"))
+    assert st.st_mtime_ns == 1_300_000_000_000_000_000
+    assert st.st_atime_ns // 10**9 == atime // 10**9
+    assert st.st_size == 5000
+
+
+def test_lookups_in_a_directory_made_here(module_mount: tuple[str, MountProcess]) -> None:
+    """A directory this mount made is empty: lookups in it are answered here, yet a listing
+    asks the server, and what the mount itself makes there is found at once."""
+    remote, mnt = fresh(module_mount)
+    os.mkdir(os.path.join(mnt, "new"))
+    with open(os.path.join(mnt, "new", "mine"), "w") as f:
+        f.write("1")
+    os.mkdir(os.path.join(mnt, "new", "sub"))
+    os.symlink("mine", os.path.join(mnt, "new", "link"))
+    assert os.path.isfile(os.path.join(mnt, "new", "mine"))
+    assert os.path.isdir(os.path.join(mnt, "new", "sub"))
+    assert os.readlink(os.path.join(mnt, "new", "link")) == "mine"
+    with open(os.path.join(remote, "new", "theirs"), "w") as f:
+        f.write("2")
+    assert not os.path.exists(os.path.join(mnt, "new", "nothing"))
+    assert sorted(os.listdir(os.path.join(mnt, "new"))) == ["link", "mine", "sub", "theirs"]
+    assert os.path.isfile(os.path.join(mnt, "new", "theirs"))
 
 
 def test_symlinks_not_rewritten(module_mount: tuple[str, MountProcess]) -> None:

@@ -12,7 +12,7 @@ import random
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -287,3 +287,33 @@ def test_a_failed_write_makes_close_and_fsync_fail(sshd: Sshd, workdir: str) -> 
                         f.write(bytes(MiB))
             assert streaming.value.errno == errno.ENOSPC
             assert m.proc.poll() is None  # the mount survives
+
+
+def test_a_refused_chmod_or_utime_makes_close_fail(
+    module_mount: tuple[str, MountProcess],
+) -> None:
+    """fchmod/futimens of a file being written answer at once; a change the server then
+    refuses (here: the file made immutable under us) fails fsync and close, like a write."""
+    remote, mnt = fresh(module_mount)
+    changes: dict[str, Callable[[int], None]] = {
+        "mode": lambda fd: os.fchmod(fd, 0o644),
+        "times": lambda fd: os.utime(fd, ns=(10**18, 10**18)),
+    }
+    for name, change in changes.items():
+        there = os.path.join(remote, name)
+        fd = os.open(os.path.join(mnt, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, b"data")
+            os.fsync(fd)
+            subprocess.run(["chattr", "+i", there], check=True)
+            change(fd)  # accepted: the SETSTAT is on its way
+            with pytest.raises(OSError) as syncing:
+                os.fsync(fd)
+            assert syncing.value.errno in (errno.EPERM, errno.EACCES)  # SFTP v3 has one code
+            with pytest.raises(OSError) as closing:
+                os.close(fd)
+            assert closing.value.errno == syncing.value.errno
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            subprocess.run(["chattr", "-i", there], check=True)

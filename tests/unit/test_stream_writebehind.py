@@ -283,3 +283,46 @@ def test_cork_pushes_a_burst_once_the_loop_has_run() -> None:
     finally:
         for s in (client, server, listener):
             s.close()
+
+
+def test_a_request_follows_the_writes_and_its_failure_sticks() -> None:
+    """A non-data request (a SETSTAT) leaves after every earlier write, even ones waiting
+    for room; drain waits for its answer, and its failure is kept like a write's."""
+
+    async def main() -> None:
+        remote = FakeRemote(auto_ack=False)
+        wb = WriteBehind(remote.send, BLOCK, limit=2 * BLOCK)
+        order: list[str] = []
+        answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def setstat() -> None:
+            order.append(f"setstat after {len(remote.sent)} writes")
+            await answer
+
+        await wb.write(0, bytes(2 * BLOCK))
+        blocked = asyncio.ensure_future(wb.write(2 * BLOCK, bytes(BLOCK)))  # waits for room
+        await asyncio.sleep(0)
+        requested = asyncio.ensure_future(wb.request(setstat))
+        await asyncio.sleep(0)
+        assert not requested.done() and order == []  # queued behind the waiting write
+        remote.ack_all()
+        await blocked
+        await requested
+        await asyncio.sleep(0)
+        assert order == ["setstat after 3 writes"]
+        assert wb.busy
+        draining = asyncio.ensure_future(wb.drain())
+        remote.ack_all()
+        await asyncio.sleep(0)
+        assert not draining.done()  # the setstat has not answered
+        answer.set_exception(OSError(errno.EPERM, "refused"))
+        with pytest.raises(OSError) as e:
+            await draining
+        assert e.value.errno == errno.EPERM
+        assert not wb.busy
+        with pytest.raises(OSError):
+            await wb.write(3 * BLOCK, b"x")
+        with pytest.raises(OSError):
+            await wb.request(setstat)
+
+    run(main())

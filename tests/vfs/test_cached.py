@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sshvfs.vfs.cached import CachingVFS
+from sshvfs.vfs.cached import MADE_WINDOW, CachingVFS
 from sshvfs.vfs.local import LocalVFS
 
 
@@ -165,6 +165,44 @@ async def test_negative_cache_and_creation(setup: Any) -> None:
     f = await cache.open(b"/ghost", os.O_WRONLY | os.O_CREAT)
     await f.close()
     assert (await cache.lstat(b"/ghost")).size == 0
+
+
+async def test_names_in_a_directory_made_here(setup: Any) -> None:
+    """After our mkdir every name in the directory counts as missing (for the negative TTL),
+    except those made there since; a listing still asks, and then knows better."""
+    cache, backend, clock, root = setup
+    await cache.mkdir(b"/new")
+    with pytest.raises(FileNotFoundError):
+        await cache.lstat(b"/new/a")
+    assert backend.calls["lstat"] == 0
+    f = await cache.open(b"/new/a", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    await f.close()
+    await cache.mkdir(b"/new/sub")
+    await cache.symlink(b"a", b"/new/ln")
+    await cache.rename(b"/new/ln", b"/new/ln2")
+    assert (await cache.lstat(b"/new/a")).size == 0
+    assert (await cache.lstat(b"/new/sub")).is_dir
+    assert (await cache.lstat(b"/new/ln2")).type.name == "SYMLINK"
+    with pytest.raises(FileNotFoundError):
+        await cache.lstat(b"/new/ln")
+    touch(root, "new/theirs")  # behind our back: unseen by lookups until a listing
+    with pytest.raises(FileNotFoundError):
+        await cache.lstat(b"/new/theirs")
+    names = sorted(e.name for e in await cache.readdir(b"/new"))
+    assert names == [b"a", b"ln2", b"sub", b"theirs"]
+    assert (await cache.lstat(b"/new/theirs")).size == 0
+    touch(root, "new/sub/late")
+    clock.now += MADE_WINDOW * 0.75
+    await cache.mkdir(b"/new/sub/more")  # still being filled: the moment goes on
+    clock.now += MADE_WINDOW * 0.75
+    with pytest.raises(FileNotFoundError):
+        await cache.lstat(b"/new/sub/late")
+    clock.now += MADE_WINDOW  # nothing made there since: asked again
+    assert (await cache.lstat(b"/new/sub/late")).size == 0
+    await cache.mkdir(b"/other")
+    cache.invalidate(b"/other")
+    touch(root, "other/x")
+    assert (await cache.lstat(b"/other/x")).size == 0
 
 
 async def test_bounded_with_lru_eviction(workdir: str) -> None:
