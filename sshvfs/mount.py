@@ -221,6 +221,8 @@ class Mount:
             "started": self.started,
             "uptime": round(time.time() - self.started, 1),
             "cache": self.cache.counts() if self.cache is not None else None,
+            # files and directories the kernel holds (lookups not yet forgotten)
+            "inodes": len(self._ops.inodes) if self._ops is not None else 0,
             "transfers": self.transfers.snapshot() if self.transfers is not None else [],
             "listing": self._listing_status(),
         }

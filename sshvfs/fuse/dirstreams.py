@@ -26,6 +26,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyfuse3
 
@@ -76,6 +77,13 @@ class DirHandle:
     arriving: set[bytes] | None = None
     #: why the listing ended early (raised once the entries before it are handed out)
     error: OSError | None = None
+    #: index -> (node, EntryAttributes) built ahead of the READDIR that hands them out,
+    #: each node holding one lookup until then (see Operations._prepare)
+    ready: dict[int, tuple[Any, pyfuse3.EntryAttributes]] = field(default_factory=dict)
+    #: ended or evicted: nothing more is prepared for it
+    dropped: bool = False
+    #: how many times entries were prepared for this stream
+    prepared_round: int = 0
     _more: asyncio.Event | None = None
 
     async def fill(self, fetch: Callable[[], Awaitable[list[Entry]]]) -> None:
@@ -139,9 +147,16 @@ def split_cookie(offset: int) -> tuple[int, int]:
 class DirStreams:
     """Handle-less directory streams and the age of each listing the kernel holds."""
 
-    def __init__(self, kernel_ttl: float, clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        kernel_ttl: float,
+        clock: Callable[[], float] | None = None,
+        on_drop: Callable[[DirHandle], None] | None = None,
+    ) -> None:
         self.kernel_ttl = kernel_ttl
         self._clock = clock or time.monotonic
+        #: called with every stream that ends or is evicted
+        self._on_drop = on_drop
         self._streams: OrderedDict[int, DirHandle] = OrderedDict()
         self._serial = 0
         #: directory inode -> when the kernel started caching its listing (oldest first)
@@ -153,7 +168,7 @@ class DirStreams:
         handle = DirHandle(ino, serial=self._serial)
         self._streams[handle.serial] = handle
         while len(self._streams) > MAX_STREAMS:
-            self._streams.popitem(last=False)
+            self._dropped(self._streams.popitem(last=False)[1])
         self._held.pop(ino, None)
         self._held[ino] = self._clock()
         return handle
@@ -168,7 +183,12 @@ class DirStreams:
         return handle, index
 
     def end(self, handle: DirHandle) -> None:
-        self._streams.pop(handle.serial, None)
+        if self._streams.pop(handle.serial, None) is not None:
+            self._dropped(handle)
+
+    def _dropped(self, handle: DirHandle) -> None:
+        if self._on_drop is not None:
+            self._on_drop(handle)
 
     def forget(self, ino: int) -> None:
         self._held.pop(ino, None)

@@ -69,6 +69,13 @@ class Timeouts:
     attr: float = 1.0
 
 
+#: entries a directory stream builds ahead of the READDIR that will want them (one reply
+#: of the kernel's 128 KiB holds ~780 of them)
+PREPARE_AHEAD = 1024
+#: seconds prepared entries wait for their READDIR before they are given back
+PREPARED_FOR = 1.0
+
+
 @dataclass
 class OpenFile:
     node: Node
@@ -106,7 +113,7 @@ class Operations(pyfuse3.Operations):
         #: remote CLOSEs of released files, still in flight
         self._closing: set[asyncio.Task[None]] = set()
         #: handle-less, kernel-cached directory streams (None: OPENDIR hands out handles)
-        self.streams = DirStreams(kernel_dir_ttl) if kernel_dir_ttl else None
+        self.streams = DirStreams(kernel_dir_ttl, on_drop=self._dropped) if kernel_dir_ttl else None
         self._next_fh = 1
         self.control = ctl.ControlDir(control, self.entry) if control is not None else None
 
@@ -414,28 +421,35 @@ class Operations(pyfuse3.Operations):
         if start == 0 or handle.entries is None:
             # fetched inside the READDIR request: the kernel holds the directory's lock, so
             # no unlink/rename in it can interleave with the reply
+            self._unprepare(handle)
             handle.gen = self._dir_gen.get(parent_ino, 0)
             await handle.fill(lambda: self.vfs.readdir(path))
         elif handle.arriving is None and handle.gen != self._dir_gen.get(parent_ino, 0):
             # the directory changed between two READDIR calls: re-check what is left
             assert handle.entries is not None
+            self._unprepare(handle)
             handle.entries = await self._revalidate(path, handle.entries, start)
             handle.gen = self._dir_gen.get(parent_ino, 0)
         entries = handle.entries
         assert entries is not None
+        ready = handle.ready
         delivered = 0
         while True:
             for index in range(start, len(entries)):
                 item = entries[index]
                 if item is None:
                     continue
-                node = self.inodes.ensure(parent_ino, item.name)
-                if not pyfuse3.readdir_reply(
-                    token, item.name, self.entry(node.ino, item.attrs), cookie(handle.serial, index)
-                ):
-                    self.inodes.discard_if_unused(node)
+                prepared = ready.pop(index, None)
+                if prepared is None:
+                    node = self.inodes.lookup(parent_ino, item.name)
+                    attrs = self.entry(node.ino, item.attrs)
+                else:
+                    node, attrs = prepared
+                # readdirplus: every delivered entry is a lookup (counted when prepared)
+                if not pyfuse3.readdir_reply(token, item.name, attrs, cookie(handle.serial, index)):
+                    ready[index] = (node, attrs)  # for the next READDIR
+                    asyncio.get_running_loop().call_soon(self._prepare, handle, index)
                     return
-                node.lookups += 1  # readdirplus: every delivered entry is a lookup
                 delivered += 1
             if handle.arriving is None:
                 break
@@ -446,6 +460,40 @@ class Operations(pyfuse3.Operations):
                 raise handle.error  # everything before it was handed out
             return
         handle.done = True
+
+    def _prepare(self, handle: DirHandle, start: int) -> None:
+        """Build the next reply's entries (nodes and attributes) while the kernel digests
+        the last one: READDIR and the reader's own work in the kernel alternate, so what is
+        done between two READDIRs is off the reader's clock. Each prepared node holds one
+        lookup, so that no FORGET can release it before it is handed out."""
+        entries, ready = handle.entries, handle.ready
+        if entries is None or handle.done or handle.dropped:
+            return
+        # a reader that stops half-way never says so: what it did not come back for within
+        # PREPARED_FOR is given back
+        handle.prepared_round += 1
+        asyncio.get_running_loop().call_later(
+            PREPARED_FOR, self._unprepare, handle, handle.prepared_round
+        )
+        parent_ino = handle.ino
+        for index in range(start, min(len(entries), start + PREPARE_AHEAD)):
+            item = entries[index]
+            if item is not None and index not in ready:
+                node = self.inodes.lookup(parent_ino, item.name)
+                ready[index] = (node, self.entry(node.ino, item.attrs))
+
+    def _dropped(self, handle: DirHandle) -> None:
+        handle.dropped = True
+        self._unprepare(handle)
+
+    def _unprepare(self, handle: DirHandle, round: int | None = None) -> None:
+        """Give back the lookups of entries prepared and never handed out (``round``: only
+        if nothing was prepared for this stream since that round)."""
+        if round is not None and round != handle.prepared_round:
+            return
+        for node, _ in handle.ready.values():
+            self.inodes.forget(node.ino, 1)
+        handle.ready.clear()
 
     async def expire_kernel_listings(self) -> None:
         """Runs for the life of the mount: the kernel's copy of a listing lives no longer
@@ -478,6 +526,7 @@ class Operations(pyfuse3.Operations):
         self._control_dirs.discard(fh)
         handle = self._dirs.pop(fh, None)
         if handle is not None:
+            self._dropped(handle)
             self.inodes.closed(self.inodes.get(handle.ino))
 
     @guard

@@ -5,11 +5,14 @@ directory each get a whole, duplicate-free listing."""
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
 
 import pytest
+
+from sshvfs.fuse.operations import PREPARED_FOR
 
 from ..mounting import MountProcess, mounted
 from ..sshd import Sshd
@@ -127,3 +130,46 @@ def test_cache_readdir_no_asks_every_time(sshd: Sshd, workdir: str) -> None:
         assert asked(mnt) > before  # served by our cache, but asked
         open(os.path.join(mnt, "d", "b"), "w").close()
         assert sorted(os.listdir(d)) == ["a", "b"]
+
+
+def test_listings_give_back_every_inode(sshd: Sshd, workdir: str) -> None:
+    """Entries handed out by readdirplus (some built ahead of the READDIR that wants them)
+    are lookups the kernel gives back: once it forgets everything, the daemon holds nothing,
+    also after a reader that stopped half-way."""
+    remote = os.path.join(workdir, "remote")
+    for d in range(6):
+        os.makedirs(os.path.join(remote, f"d{d}"))
+        for i in range(2500):
+            open(os.path.join(remote, f"d{d}", f"a-fairly-long-file-name-{i:05}"), "w").close()
+    with mounted(sshd, remote, os.path.join(workdir, "mnt")) as m:
+        mnt = m.mountpoint
+
+        def held_after_forgetting() -> int:
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("3\n")  # the kernel forgets every unused dentry and inode
+            held, deadline = -1, time.monotonic() + 10
+            while time.monotonic() < deadline:  # FORGETs arrive asynchronously
+                time.sleep(0.2)
+                now = status_inodes(mnt)
+                if now == held:
+                    break
+                held = now
+            return held
+
+        base = held_after_forgetting()
+        with os.scandir(os.path.join(mnt, "d0")) as it:  # stops after 100 of 2,500
+            for _ in range(100):
+                next(it)
+        assert status_inodes(mnt) > base + 100  # entries handed out, and some built ahead
+        for d in range(1, 6):
+            assert len(os.listdir(os.path.join(mnt, f"d{d}"))) == 2500
+        assert status_inodes(mnt) >= base + 5 * 2500
+        time.sleep(PREPARED_FOR + 0.3)  # what d0's reader never came back for is given back
+        assert held_after_forgetting() == base
+
+
+def status_inodes(mnt: str) -> int:
+    with open(os.path.join(mnt, ".sshvfs", "status")) as f:
+        value = json.load(f)["inodes"]
+    assert isinstance(value, int)
+    return value
