@@ -100,6 +100,11 @@ class DirHandle:
         if self.error is not None and not self.entries:
             raise self.error
 
+    def use(self, entries: list[Entry]) -> None:
+        """Take a listing that is all there already (distinct names)."""
+        self.entries, self.arriving, self.error = list(entries), None, None
+        self.done = False
+
     async def wait(self) -> None:
         """Until more entries arrived or the listing is complete."""
         assert self._more is not None

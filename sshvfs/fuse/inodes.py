@@ -106,7 +106,10 @@ class InodeTable:
 
     def ensure(self, parent_ino: int, name: bytes) -> Node:
         """The node for ``parent/name``, created (with zero lookups) if missing."""
-        parent = self.get(parent_ino)
+        return self.child(self.get(parent_ino), name)
+
+    def child(self, parent: Node, name: bytes) -> Node:
+        """``ensure`` with the parent's node in hand (every entry of a listing)."""
         node = parent.children.get(name)
         if node is None:
             node = Node(self._next, parent, name)
@@ -118,6 +121,12 @@ class InodeTable:
     def lookup(self, parent_ino: int, name: bytes) -> Node:
         """Like ``ensure`` and count one kernel lookup."""
         node = self.ensure(parent_ino, name)
+        node.lookups += 1
+        return node
+
+    def lookup_in(self, parent: Node, name: bytes) -> Node:
+        """``lookup`` with the parent's node in hand."""
+        node = self.child(parent, name)
         node.lookups += 1
         return node
 

@@ -102,6 +102,8 @@ class Operations(pyfuse3.Operations):
         self.timeouts = timeouts or Timeouts()
         #: how owners and permission bits are shown (idmap=, uid=, gid=, umask=)
         self.ownership = ownership or IDENTITY
+        #: a clean cached listing without awaiting, when the VFS keeps them (CachingVFS)
+        self._listed: Callable[[bytes], list[Entry] | None] | None = getattr(vfs, "listed", None)
         #: how finely the server keeps times (SFTP v3: whole seconds)
         self._time_step: int = getattr(vfs, "time_resolution_ns", 1)
         self.inodes = InodeTable()
@@ -423,7 +425,11 @@ class Operations(pyfuse3.Operations):
             # no unlink/rename in it can interleave with the reply
             self._unprepare(handle)
             handle.gen = self._dir_gen.get(parent_ino, 0)
-            await handle.fill(lambda: self.vfs.readdir(path))
+            cached = self._listed(path) if self._listed is not None else None
+            if cached is not None:
+                handle.use(cached)  # a cache hit: no task, no waiting
+            else:
+                await handle.fill(lambda: self.vfs.readdir(path))
         elif handle.arriving is None and handle.gen != self._dir_gen.get(parent_ino, 0):
             # the directory changed between two READDIR calls: re-check what is left
             assert handle.entries is not None
@@ -433,16 +439,17 @@ class Operations(pyfuse3.Operations):
         entries = handle.entries
         assert entries is not None
         ready = handle.ready
+        parent, lookup, entry = self.inodes.get(parent_ino), self.inodes.lookup_in, self.entry
         delivered = 0
         while True:
             for index in range(start, len(entries)):
                 item = entries[index]
                 if item is None:
                     continue
-                prepared = ready.pop(index, None)
+                prepared = ready.pop(index, None) if ready else None
                 if prepared is None:
-                    node = self.inodes.lookup(parent_ino, item.name)
-                    attrs = self.entry(node.ino, item.attrs)
+                    node = lookup(parent, item.name)
+                    attrs = entry(node.ino, item.attrs)
                 else:
                     node, attrs = prepared
                 # readdirplus: every delivered entry is a lookup (counted when prepared)
@@ -475,11 +482,11 @@ class Operations(pyfuse3.Operations):
         asyncio.get_running_loop().call_later(
             PREPARED_FOR, self._unprepare, handle, handle.prepared_round
         )
-        parent_ino = handle.ino
+        parent = self.inodes.get(handle.ino)
         for index in range(start, min(len(entries), start + PREPARE_AHEAD)):
             item = entries[index]
             if item is not None and index not in ready:
-                node = self.inodes.lookup(parent_ino, item.name)
+                node = self.inodes.lookup_in(parent, item.name)
                 ready[index] = (node, self.entry(node.ino, item.attrs))
 
     def _dropped(self, handle: DirHandle) -> None:

@@ -33,7 +33,8 @@ from ..vfs.bulk import (
     probe_command,
     tree_command,
 )
-from ..vfs.types import Entry, listing_progress
+from ..vfs.treestream import TreeStream
+from ..vfs.types import Entry, listing_progress, tree_progress
 from .shell import RemoteShell, ShellClosed
 
 log = logging.getLogger(__name__)
@@ -329,7 +330,7 @@ class ExecLister:
         command: bytes,
         path: bytes,
         limit: int | None,
-        on_batch: Callable[[list[Entry]], None] | None = None,
+        on_batch: Callable[[list[tuple[bytes, Entry]]], None] | None = None,
     ) -> list[tuple[bytes, Entry]] | None:
         """Run one listing command in an idle shell (or a new one); see RemoteShell.run."""
         if not await self.probe():
@@ -364,15 +365,27 @@ class ExecLister:
         targets. Raises ExecUnavailable (ENOTSUP: use SFTP), the directory's own error
         (ENOENT, EACCES, ENOTDIR...), or another OSError carrying the remote stderr."""
         progress = listing_progress.get()
-        records = await self._run(listing_command(remote_dir), remote_dir, None, progress)
+        on_batch = None
+        if progress is not None:
+
+            def on_batch(batch: list[tuple[bytes, Entry]]) -> None:
+                progress([entry for _, entry in batch])
+
+        records = await self._run(listing_command(remote_dir), remote_dir, None, on_batch)
         assert records is not None
         return [entry for _, entry in records]
 
-    async def tree(self, remote_dir: bytes, max_entries: int) -> list[tuple[bytes, Entry]] | None:
-        """``(relative path, Entry)`` for the whole subtree, parents before children; None
-        when it holds more than ``max_entries`` entries. Errors as :meth:`listing`."""
+    async def tree(
+        self,
+        remote_dir: bytes,
+        max_entries: int,
+        on_batch: Callable[[list[tuple[bytes, Entry]]], None] | None = None,
+    ) -> list[tuple[bytes, Entry]] | None:
+        """``(relative path, Entry)`` for the whole subtree, in pre-order (see
+        :mod:`sshvfs.vfs.treestream`); None when it holds more than ``max_entries`` entries.
+        ``on_batch`` gets the records as they are parsed. Errors as :meth:`listing`."""
         async with self._tree_slot:
-            return await self._run(tree_command(remote_dir), remote_dir, max_entries)
+            return await self._run(tree_command(remote_dir), remote_dir, max_entries, on_batch)
 
 
 def unusable(exc: OSError) -> bool:
@@ -432,8 +445,18 @@ class DirLister:
         """See :meth:`sshvfs.vfs.types.VFS.tree`."""
         if self.bulk is None:
             return None
+        progress = tree_progress.get()
+        stream = TreeStream(path) if progress is not None else None
+
+        def on_batch(batch: list[tuple[bytes, Entry]]) -> None:
+            assert stream is not None and progress is not None
+            for directory, entries in stream.feed(batch):
+                progress(directory, entries)
+            while stream.broken:
+                progress(stream.broken.pop(), None)
+
         try:
-            records = await self.bulk.tree(remote, max_entries)
+            records = await self.bulk.tree(remote, max_entries, on_batch if stream else None)
         except OSError as exc:
             if not isinstance(exc, ExecUnavailable) and not unusable(exc):
                 raise

@@ -115,7 +115,7 @@ class RemoteShell:
         command: bytes,
         parser: ListingParser,
         limit: int | None = None,
-        on_batch: Callable[[list[Entry]], None] | None = None,
+        on_batch: Callable[[list[tuple[bytes, Entry]]], None] | None = None,
     ) -> tuple[list[tuple[bytes, Entry]] | None, int, bytes]:
         """Run ``command``, its stdout parsed by ``parser`` (a framed one) as it arrives;
         ``on_batch`` gets the entries of each chunk as soon as they are parsed.
@@ -134,7 +134,7 @@ class RemoteShell:
                 batch = parser.feed(chunk)
                 records += batch
                 if on_batch is not None and batch:
-                    on_batch([entry for _, entry in batch])
+                    on_batch(batch)
                 if limit is not None and len(records) > limit:
                     return None, -1, b""
             stderr = await self._stderr_segment()

@@ -31,7 +31,7 @@ from cachetools import TTLCache
 
 from ..errors import fs_error
 from .bulk import WalkDetector
-from .types import VFS, Attrs, Entry, StatFs, VFSFile, join, split
+from .types import VFS, Attrs, Entry, StatFs, VFSFile, join, split, tree_progress
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,8 @@ class CachingVFS:
         #: spots find/ls -R/du walks and prefetches their tree in one backend call
         self._walk = WalkDetector() if walk_prefetch and dir_ttl > 0 else None
         self._prefetching: dict[bytes, asyncio.Event] = {}
+        #: set (and replaced) whenever a prefetch hands out a directory or ends
+        self._landed = asyncio.Event()
         #: background prefetches in flight (a reference keeps their tasks alive)
         self._tasks: set[asyncio.Task[None]] = set()
         self.prefetches = 0
@@ -314,9 +316,12 @@ class CachingVFS:
                 task.add_done_callback(self._tasks.discard)
             covering = self._covering_prefetch(path)
             if covering is not None:
+                # until this directory lands (the prefetch hands out each one as soon as
+                # it is complete) or the prefetch ends
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(PREFETCH_WAIT):
-                        await covering.wait()
+                        while not covering.is_set() and self._dirs.get(path) is None:
+                            await self._landed.wait()
                 listing = self._dirs.get(path)
                 if listing is not None:
                     return list(listing.entries.values())
@@ -325,6 +330,15 @@ class CachingVFS:
         if gen == self._generation(path):
             self._install(path, entries)
         return entries
+
+    def listed(self, path: bytes) -> list[Entry] | None:
+        """The cached listing of ``path`` when it is there and clean, else None: a caller
+        that can take it without awaiting (a READDIR on a warm walk) spares itself a task."""
+        listing = self._dirs.get(path) if self._enabled_dir else None
+        if listing is None or listing.dirty:
+            return None
+        self.stats.hits += 1
+        return list(listing.entries.values())
 
     def _covering_prefetch(self, path: bytes) -> asyncio.Event | None:
         for root, event in self._prefetching.items():
@@ -342,6 +356,7 @@ class CachingVFS:
         finally:
             del self._prefetching[root]
             event.set()
+            self._land()
 
     def _install(self, path: bytes, entries: list[Entry]) -> None:
         """Cache a listing. Its entries answer lstat through the listing itself (not copied
@@ -397,19 +412,48 @@ class CachingVFS:
             if self._prefetching.get(path) is event:
                 del self._prefetching[path]
             event.set()
+            self._land()
+
+    def _land(self) -> None:
+        """Wake the listings waiting for a prefetch: something landed, or it ended."""
+        event, self._landed = self._landed, asyncio.Event()
+        event.set()
 
     async def _prefetch_tree(self, path: bytes) -> int:
         self.prefetches += 1
         epoch, before = self._epoch, dict(self._gen)
-        listings = await self.inner.tree(path, self.prefetch_max_entries)
+        streamed: dict[bytes, Listing | None] = {}
+
+        def unchanged(directory: bytes) -> bool:
+            # a directory changed through the mount meanwhile keeps what it has
+            return epoch == self._epoch and self._gen.get(directory, 0) == before.get(directory, 0)
+
+        def landed(directory: bytes, entries: list[Entry] | None) -> None:
+            if entries is None:  # not complete after all
+                if self._dirs.get(directory) is streamed.pop(directory, None):
+                    self._dirs.pop(directory, None)
+                return
+            if unchanged(directory):
+                self._install(directory, entries)
+                streamed[directory] = self._dirs.get(directory)
+                self._land()
+
+        token = tree_progress.set(landed)
+        try:
+            listings = await self.inner.tree(path, self.prefetch_max_entries)
+        except BaseException:
+            listings = None
+            raise
+        finally:
+            tree_progress.reset(token)
+            if listings is None:  # what was handed out early is not vouched for: take it back
+                for directory in list(streamed):
+                    landed(directory, None)
         if listings is None:
             return -1
-        if epoch != self._epoch:
-            return 0
         count = 0
         for directory, entries in listings.items():
-            # a directory changed through the mount meanwhile keeps what it has
-            if self._gen.get(directory, 0) == before.get(directory, 0):
+            if unchanged(directory):
                 self._install(directory, entries)
                 count += len(entries)
         return count

@@ -11,7 +11,17 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .types import VFS, Attrs, Entry, FileType, StatFs, VFSFile, join, listing_progress
+from .types import (
+    VFS,
+    Attrs,
+    Entry,
+    FileType,
+    StatFs,
+    VFSFile,
+    join,
+    listing_progress,
+    tree_progress,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +79,11 @@ class FollowSymlinksVFS:
         return await self._follow_all(path, entries)
 
     async def tree(self, path: bytes, max_entries: int) -> dict[bytes, list[Entry]] | None:
-        listings = await self.inner.tree(path, max_entries)
+        hidden = tree_progress.set(None)  # what comes up from below is not followed yet
+        try:
+            listings = await self.inner.tree(path, max_entries)
+        finally:
+            tree_progress.reset(hidden)
         if listings is None:
             return None
         return {d: await self._follow_all(d, entries) for d, entries in listings.items()}

@@ -216,3 +216,12 @@ def split(path: bytes) -> tuple[bytes, bytes]:
 listing_progress: ContextVar[Callable[[list[Entry]], None] | None] = ContextVar(
     "listing_progress", default=None
 )
+
+#: Set by a caller of ``tree`` that can use directories before the whole tree is there: a
+#: backend that streams calls it with ``(mount path, entries)`` for each directory whose
+#: listing is complete while the rest still arrives, and ``(mount path, None)`` to take one
+#: back (it was not complete after all). The value ``tree`` returns stays the answer, and a
+#: failed ``tree`` takes back everything. Layers that change entries clear it.
+tree_progress: ContextVar[Callable[[bytes, list[Entry] | None], None] | None] = ContextVar(
+    "tree_progress", default=None
+)

@@ -13,6 +13,7 @@ import pytest
 
 from sshvfs.vfs.cached import MADE_WINDOW, CachingVFS
 from sshvfs.vfs.local import LocalVFS
+from sshvfs.vfs.types import tree_progress
 
 
 class Clock:
@@ -280,3 +281,49 @@ async def test_fetch_racing_an_invalidation_is_not_installed(workdir: str) -> No
         cache.invalidate(b"/d")
         gate.set()
     assert sorted(e.name for e in await cache.readdir(b"/d")) == [b"new", b"old"]
+
+
+class Streaming(LocalVFS):
+    """A tree listing that hands out directories early (as the exec lister does), then
+    holds the end back until told, and ends as told."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        self.release = asyncio.Event()
+        self.fail = False
+
+    async def tree(self, path: bytes, max_entries: int) -> dict[bytes, list[Any]] | None:
+        listings = await super().tree(path, max_entries)
+        assert listings is not None
+        progress = tree_progress.get()
+        assert progress is not None
+        for directory in sorted(listings):
+            if directory != path and listings[directory]:
+                progress(directory, listings[directory])
+        await self.release.wait()
+        if self.fail:
+            raise OSError(errno.EIO, "find failed half-way")
+        return listings
+
+
+@pytest.mark.parametrize("fail", [False, True])
+async def test_a_walk_gets_directories_before_the_prefetch_ends(workdir: str, fail: bool) -> None:
+    backend = Streaming(workdir)
+    backend.fail = fail
+    cache = CachingVFS(backend, attr_ttl=30, dir_ttl=30, timer=Clock())
+    for a in range(3):
+        for b in range(3):
+            touch(workdir, f"w/d{a}/s{b}/f{a}{b}")
+    for path in (b"/w", b"/w/d0", b"/w/d0/s0"):  # a walk: /w is prefetched
+        await cache.readdir(path)
+    async with asyncio.timeout(5):  # the prefetch has not ended, yet this is there
+        assert [e.name for e in await cache.readdir(b"/w/d2/s1")] == [b"f21"]
+    assert cache.listed(b"/w/d1/s2") is not None
+    backend.release.set()
+    for _ in range(100):
+        if not cache._prefetching:
+            break
+        await asyncio.sleep(0.01)
+    # a failed prefetch takes back what it handed out; a good one keeps all of it
+    assert (cache.listed(b"/w/d1/s2") is None) == fail
+    assert (cache.listed(b"/w/d1") is None) == fail
