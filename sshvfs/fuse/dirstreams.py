@@ -26,11 +26,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import pyfuse3
 
 from ..vfs.types import Entry, listing_progress
+from .inodes import Node
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class DirHandle:
     error: OSError | None = None
     #: index -> (node, EntryAttributes) built ahead of the READDIR that hands them out,
     #: each node holding one lookup until then (see Operations._prepare)
-    ready: dict[int, tuple[Any, pyfuse3.EntryAttributes]] = field(default_factory=dict)
+    ready: dict[int, tuple[Node, pyfuse3.EntryAttributes]] = field(default_factory=dict)
     #: ended or evicted: nothing more is prepared for it
     dropped: bool = False
     #: how many times entries were prepared for this stream

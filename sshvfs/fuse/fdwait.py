@@ -19,8 +19,9 @@ import asyncio
 import collections
 import logging
 import select
-import sys
 from typing import Any
+
+import pyfuse3.asyncio as shim
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +85,10 @@ async def wait_readable(fd: Any) -> None:
 def notify_closing(fd: Any) -> None:
     watch = _watches.pop(fd, None)
     if watch is not None:
-        from pyfuse3 import asyncio as shim
-
         watch.close(shim.ClosedResourceError())
 
 
 def install() -> None:
     """Serve pyfuse3's asyncio mode (after ``pyfuse3.asyncio.enable()``) with these."""
-    shim = sys.modules["pyfuse3.asyncio"]
-    shim.wait_readable = wait_readable  # type: ignore[attr-defined]
-    shim.notify_closing = notify_closing  # type: ignore[attr-defined]
+    shim.wait_readable = wait_readable
+    shim.notify_closing = notify_closing

@@ -438,12 +438,10 @@ class CachingVFS:
                 streamed[directory] = self._dirs.get(directory)
                 self._land()
 
+        listings: dict[bytes, list[Entry]] | None = None
         token = tree_progress.set(landed)
         try:
             listings = await self.inner.tree(path, self.prefetch_max_entries)
-        except BaseException:
-            listings = None
-            raise
         finally:
             tree_progress.reset(token)
             if listings is None:  # what was handed out early is not vouched for: take it back

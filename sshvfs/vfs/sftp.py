@@ -132,6 +132,19 @@ def _pflags(flags: int) -> int:
     return pflags
 
 
+def setstat_attrs(
+    mode: int | None = None, times: tuple[int, int] | None = None
+) -> asyncssh.SFTPAttrs:
+    """The SETSTAT of permission bits and/or (atime_ns, mtime_ns)."""
+    attrs = asyncssh.SFTPAttrs()
+    if mode is not None:
+        attrs.permissions = mode & 0o7777
+    if times is not None:
+        attrs.atime, attrs.atime_ns = divmod(times[0], 1_000_000_000)
+        attrs.mtime, attrs.mtime_ns = divmod(times[1], 1_000_000_000)
+    return attrs
+
+
 class SftpVFS:
     """The VFS over one SFTP session rooted at an absolute remote directory."""
 
@@ -488,7 +501,7 @@ class SftpVFS:
         await self._op(path, lambda: self._lsetstat(self.remote(path), attrs))
 
     async def chmod(self, path: bytes, mode: int) -> None:
-        await self._setstat(path, asyncssh.SFTPAttrs(permissions=mode & 0o7777))
+        await self._setstat(path, setstat_attrs(mode=mode))
 
     async def chown(self, path: bytes, uid: int, gid: int) -> None:
         remote = self.remote(path)
@@ -509,11 +522,7 @@ class SftpVFS:
         await self._op(path, lambda: self._sftp.setstat(remote, asyncssh.SFTPAttrs(size=size)))
 
     async def utimens(self, path: bytes, atime_ns: int, mtime_ns: int) -> None:
-        a_s, a_ns = divmod(atime_ns, 1_000_000_000)
-        m_s, m_ns = divmod(mtime_ns, 1_000_000_000)
-        await self._setstat(
-            path, asyncssh.SFTPAttrs(atime=a_s, atime_ns=a_ns, mtime=m_s, mtime_ns=m_ns)
-        )
+        await self._setstat(path, setstat_attrs(times=(atime_ns, mtime_ns)))
 
     async def statfs(self, path: bytes) -> StatFs:
         async def action() -> StatFs:

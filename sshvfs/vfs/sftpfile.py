@@ -19,7 +19,7 @@ import asyncssh
 from ..errors import fs_error
 from ..transfers import Direction, Transfer
 from .readahead import ReadAhead
-from .sftp import _LOST, _attrs, _pflags, _translate
+from .sftp import _LOST, _attrs, _pflags, _translate, setstat_attrs
 from .streaming import Streaming
 from .types import Attrs
 from .writebehind import WriteBehind
@@ -298,12 +298,7 @@ class SftpFile:
     async def setstat(self, mode: int | None = None, times: tuple[int, int] | None = None) -> None:
         self._check()
         self._attrs = None
-        attrs = asyncssh.SFTPAttrs()
-        if mode is not None:
-            attrs.permissions = mode & 0o7777
-        if times is not None:
-            attrs.atime, attrs.atime_ns = divmod(times[0], 1_000_000_000)
-            attrs.mtime, attrs.mtime_ns = divmod(times[1], 1_000_000_000)
+        attrs = setstat_attrs(mode, times)
 
         async def op() -> None:
             await self._writer.request(lambda: self._fsetstat(attrs))
