@@ -304,7 +304,7 @@ class Mount:
     async def _main(self, ops: Operations) -> None:
         helpers = [
             asyncio.create_task(raise_read_ahead(self.mountpoint)),
-            asyncio.create_task(ops.expire_kernel_listings()),
+            asyncio.create_task(ops.dirs.expire_kernel_listings()),
         ]
         try:
             await pyfuse3.main()

@@ -1,9 +1,9 @@
 """The pyfuse3 Operations: kernel requests onto the VFS Protocol.
 
-This is the only module that knows inodes, handles and ``EntryAttributes``. Every handler
-goes through :func:`guard`: an ``OSError`` becomes ``FUSEError(errno)``, anything else is
-logged with its traceback and becomes EIO, because any other exception would end
-``pyfuse3.main()`` and with it the mount.
+With :mod:`~sshvfs.fuse.dirserver` (which serves READDIR for it), the only code that knows
+inodes, handles and ``EntryAttributes``. Every handler goes through :func:`guard`: an
+``OSError`` becomes ``FUSEError(errno)``, anything else is logged with its traceback and
+becomes EIO, because any other exception would end ``pyfuse3.main()`` and with it the mount.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import pyfuse3
 
-from ..vfs.types import VFS, Attrs, Entry, VFSFile, join
+from ..vfs.types import VFS, Attrs, VFSFile, join
 from . import control as ctl
-from .dirstreams import DirHandle, DirStreams, cookie
+from .dirserver import DirServer
 from .inodes import ROOT_INODE, InodeTable, Node
+from .notify import notify_in_thread
 from .ownership import IDENTITY, Ownership
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,6 @@ S = TypeVar("S")
 #: what stat(2) reports as the preferred I/O size: large, so cp and friends use big buffers
 BLKSIZE = 128 * 1024
 NAME_MAX = 255
-#: longest a handler waits for the kernel to take invalidations (it never should wait long)
-KERNEL_NOTIFY_TIMEOUT = 5.0
 
 
 def guard(
@@ -69,13 +68,6 @@ class Timeouts:
     attr: float = 1.0
 
 
-#: entries a directory stream builds ahead of the READDIR that will want them (one reply
-#: of the kernel's 128 KiB holds ~780 of them)
-PREPARE_AHEAD = 1024
-#: seconds prepared entries wait for their READDIR before they are given back
-PREPARED_FOR = 1.0
-
-
 @dataclass
 class OpenFile:
     node: Node
@@ -96,28 +88,21 @@ class Operations(pyfuse3.Operations):
         kernel_dir_ttl: float | None = None,
     ) -> None:
         """``kernel_dir_ttl``: let the kernel cache directory listings for that long (see
-        :mod:`sshvfs.fuse.dirstreams`); None keeps one handle per opened directory."""
+        :mod:`sshvfs.fuse.dirserver`); None keeps one handle per opened directory."""
         super().__init__()
         self.vfs = vfs
         self.timeouts = timeouts or Timeouts()
         #: how owners and permission bits are shown (idmap=, uid=, gid=, umask=)
         self.ownership = ownership or IDENTITY
-        #: a clean cached listing without awaiting, when the VFS keeps them (CachingVFS)
-        self._listed: Callable[[bytes], list[Entry] | None] | None = getattr(vfs, "listed", None)
         #: how finely the server keeps times (SFTP v3: whole seconds)
         self._time_step: int = getattr(vfs, "time_resolution_ns", 1)
         self.inodes = InodeTable()
         self._files: dict[int, OpenFile] = {}
-        self._dirs: dict[int, DirHandle] = {}
-        #: bumped on every namespace change in a directory (by inode)
-        self._dir_gen: dict[int, int] = {}
-        self._control_dirs: set[int] = set()
         #: remote CLOSEs of released files, still in flight
         self._closing: set[asyncio.Task[None]] = set()
-        #: handle-less, kernel-cached directory streams (None: OPENDIR hands out handles)
-        self.streams = DirStreams(kernel_dir_ttl, on_drop=self._dropped) if kernel_dir_ttl else None
         self._next_fh = 1
         self.control = ctl.ControlDir(control, self.entry) if control is not None else None
+        self.dirs = DirServer(vfs, self.inodes, self.entry, self.control, kernel_dir_ttl)
 
     # -- telling the kernel what we dropped -----------------------------------------------
 
@@ -136,7 +121,7 @@ class Operations(pyfuse3.Operations):
         """Invalidate the kernel's entries, attributes and pages of a subtree (None: all) and
         return when done, so a ``touch .sshvfs/invalidate`` is complete when touch returns."""
         pairs, inos = self._targets(path)
-        await _notify_in_thread(pairs, inos)
+        await notify_in_thread(pairs, inos)
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -368,173 +353,22 @@ class Operations(pyfuse3.Operations):
 
     # -- directories ---------------------------------------------------------------------
 
-    def _changed_dir(self, *inos: int) -> None:
-        for ino in inos:
-            self._dir_gen[ino] = self._dir_gen.get(ino, 0) + 1
-
     @guard
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
-        if self.streams is not None:
+        if self.dirs.streams is not None:
             # the kernel opens directories by itself from now on, caching their listings
             raise pyfuse3.FUSEError(errno.ENOSYS)
         fh = self._fh()
-        if self.control is not None and inode == ctl.DIR_INODE:
-            self._control_dirs.add(fh)
-            return fh
-        node = self.inodes.get(inode)
-        self.inodes.opened(node)
-        self._dirs[fh] = DirHandle(inode)
+        self.dirs.open(fh, inode)
         return fh
 
     @guard
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        if self.streams is not None:
-            # no handles: pyfuse3 passes the directory's inode as ``fh``
-            if fh == ctl.DIR_INODE and self.control is not None:
-                return self._control_readdir(start_id, token)
-            if start_id == 0:
-                handle, index = self.streams.start(fh), 0
-            else:
-                handle, index = self.streams.resume(fh, start_id)
-            if handle.done and index >= len(handle.entries or ()):
-                self.streams.end(handle)  # the reader reached EOF
-                return None
-            await self._serve_dir(handle, index, token)
-            return None
-        if fh in self._control_dirs and self.control is not None:
-            return self._control_readdir(start_id, token)
-        opened = self._dirs.get(fh)
-        if opened is None:
-            raise pyfuse3.FUSEError(errno.EBADF)
-        await self._serve_dir(opened, start_id, token)
-        return None
-
-    def _control_readdir(self, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        assert self.control is not None
-        for index, (name, ino) in enumerate(self.control.listing()):
-            if index >= start_id and not pyfuse3.readdir_reply(
-                token, name, self.control.entry(ino), index + 1
-            ):
-                return
-
-    async def _serve_dir(self, handle: DirHandle, start: int, token: pyfuse3.ReaddirToken) -> None:
-        parent_ino = handle.ino
-        path = self._path(parent_ino)
-        if start == 0 or handle.entries is None:
-            # fetched inside the READDIR request: the kernel holds the directory's lock, so
-            # no unlink/rename in it can interleave with the reply
-            self._unprepare(handle)
-            handle.gen = self._dir_gen.get(parent_ino, 0)
-            cached = self._listed(path) if self._listed is not None else None
-            if cached is not None:
-                handle.use(cached)  # a cache hit: no task, no waiting
-            else:
-                await handle.fill(lambda: self.vfs.readdir(path))
-        elif handle.arriving is None and handle.gen != self._dir_gen.get(parent_ino, 0):
-            # the directory changed between two READDIR calls: re-check what is left
-            assert handle.entries is not None
-            self._unprepare(handle)
-            handle.entries = await self._revalidate(path, handle.entries, start)
-            handle.gen = self._dir_gen.get(parent_ino, 0)
-        entries = handle.entries
-        assert entries is not None
-        ready = handle.ready
-        parent, lookup, entry = self.inodes.get(parent_ino), self.inodes.lookup_in, self.entry
-        delivered = 0
-        while True:
-            for index in range(start, len(entries)):
-                item = entries[index]
-                if item is None:
-                    continue
-                prepared = ready.pop(index, None) if ready else None
-                if prepared is None:
-                    node = lookup(parent, item.name)
-                    attrs = entry(node.ino, item.attrs)
-                else:
-                    node, attrs = prepared
-                # readdirplus: every delivered entry is a lookup (counted when prepared)
-                if not pyfuse3.readdir_reply(token, item.name, attrs, cookie(handle.serial, index)):
-                    ready[index] = (node, attrs)  # for the next READDIR
-                    asyncio.get_running_loop().call_soon(self._prepare, handle, index)
-                    return
-                delivered += 1
-            if handle.arriving is None:
-                break
-            start = len(entries)
-            await handle.wait()  # the reply is not full yet and more is on its way
-        if handle.error is not None:
-            if not delivered:
-                raise handle.error  # everything before it was handed out
-            return
-        handle.done = True
-
-    def _prepare(self, handle: DirHandle, start: int) -> None:
-        """Build the next reply's entries (nodes and attributes) while the kernel digests
-        the last one: READDIR and the reader's own work in the kernel alternate, so what is
-        done between two READDIRs is off the reader's clock. Each prepared node holds one
-        lookup, so that no FORGET can release it before it is handed out."""
-        entries, ready = handle.entries, handle.ready
-        if entries is None or handle.done or handle.dropped:
-            return
-        # a reader that stops half-way never says so: what it did not come back for within
-        # PREPARED_FOR is given back
-        handle.prepared_round += 1
-        asyncio.get_running_loop().call_later(
-            PREPARED_FOR, self._unprepare, handle, handle.prepared_round
-        )
-        parent = self.inodes.get(handle.ino)
-        for index in range(start, min(len(entries), start + PREPARE_AHEAD)):
-            item = entries[index]
-            if item is not None and index not in ready:
-                node = self.inodes.lookup_in(parent, item.name)
-                ready[index] = (node, self.entry(node.ino, item.attrs))
-
-    def _dropped(self, handle: DirHandle) -> None:
-        handle.dropped = True
-        self._unprepare(handle)
-
-    def _unprepare(self, handle: DirHandle, round: int | None = None) -> None:
-        """Give back the lookups of entries prepared and never handed out (``round``: only
-        if nothing was prepared for this stream since that round)."""
-        if round is not None and round != handle.prepared_round:
-            return
-        for node, _ in handle.ready.values():
-            self.inodes.forget(node.ino, 1)
-        handle.ready.clear()
-
-    async def expire_kernel_listings(self) -> None:
-        """Runs for the life of the mount: the kernel's copy of a listing lives no longer
-        than our own (the kernel would otherwise keep it until the directory's mtime moves)."""
-        if self.streams is None:
-            return
-        while True:
-            wait = self.streams.next_due()
-            await asyncio.sleep(1.0 if wait is None else min(max(wait, 0.05), 1.0))
-            due = self.streams.due()
-            if due:
-                await _notify_in_thread([], due)
-
-    async def _revalidate(
-        self, path: bytes, entries: list[Entry | None], start: int
-    ) -> list[Entry | None]:
-        out = list(entries)
-        for index in range(start, len(out)):
-            item = out[index]
-            if item is None:
-                continue
-            try:
-                out[index] = Entry(item.name, await self.vfs.lstat(join(path, item.name)))
-            except FileNotFoundError:
-                out[index] = None  # gone: never hand the kernel a name that does not exist
-        return out
+        await self.dirs.read(fh, start_id, token)
 
     @guard
     async def releasedir(self, fh: int) -> None:
-        self._control_dirs.discard(fh)
-        handle = self._dirs.pop(fh, None)
-        if handle is not None:
-            self._dropped(handle)
-            self.inodes.closed(self.inodes.get(handle.ino))
+        self.dirs.release(fh)
 
     @guard
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
@@ -551,13 +385,13 @@ class Operations(pyfuse3.Operations):
     @guard
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         await self.vfs.rmdir(self._child_path(parent_inode, name))
-        self._changed_dir(parent_inode)
+        self.dirs.changed(parent_inode)
         self.inodes.remove(parent_inode, name)
 
     @guard
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         await self.vfs.unlink(self._child_path(parent_inode, name))
-        self._changed_dir(parent_inode)
+        self.dirs.changed(parent_inode)
         self.inodes.remove(parent_inode, name)
 
     @guard
@@ -582,7 +416,7 @@ class Operations(pyfuse3.Operations):
             else:
                 raise pyfuse3.FUSEError(errno.EEXIST)
         await self.vfs.rename(old, new)
-        self._changed_dir(parent_inode_old, parent_inode_new)
+        self.dirs.changed(parent_inode_old, parent_inode_new)
         self.inodes.rename(parent_inode_old, name_old, parent_inode_new, name_new)
 
     @guard
@@ -743,26 +577,3 @@ class Operations(pyfuse3.Operations):
                 pass
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
-
-
-async def _notify_in_thread(pairs: list[tuple[int, bytes]], inos: list[int]) -> None:
-    """Tell the kernel, from a worker thread, and wait (bounded) until it has taken it."""
-    try:
-        async with asyncio.timeout(KERNEL_NOTIFY_TIMEOUT):
-            await asyncio.to_thread(_notify_kernel, pairs, inos)
-    except TimeoutError:
-        log.warning("the kernel did not take an invalidation within %gs", KERNEL_NOTIFY_TIMEOUT)
-
-
-def _notify_kernel(pairs: list[tuple[int, bytes]], inos: list[int]) -> None:
-    """Runs in a worker thread: the notify calls must not run inside a request handler."""
-    for ino in inos:
-        try:
-            pyfuse3.invalidate_inode(pyfuse3.InodeT(ino), False)
-        except OSError:
-            pass  # the kernel already forgot it
-    for parent, name in pairs:
-        try:
-            pyfuse3.invalidate_entry(pyfuse3.InodeT(parent), name)
-        except OSError:
-            pass

@@ -11,15 +11,15 @@ view of its own operations:
   marked *dirty* in its parent's cached listing and re-fetched before that listing is served;
 - fetches that race with a change of what they fetch are not installed (generations).
 
-Everything here runs on the mount's asyncio loop; a hit never leaves this module.
+Everything here runs on the mount's asyncio loop; a hit never leaves this module. Open
+files are :mod:`.cachedfile`; prefetching a walked tree in one backend call is
+:mod:`.treeprefetch`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
-import logging
 import os
 import stat as _stat
 import time
@@ -30,18 +30,15 @@ from typing import Any
 from cachetools import TTLCache
 
 from ..errors import fs_error
-from .bulk import WalkDetector
-from .types import VFS, Attrs, Entry, StatFs, VFSFile, join, split, tree_progress
-
-log = logging.getLogger(__name__)
+from .cachedfile import CachedFile
+from .treeprefetch import TreePrefetcher
+from .types import VFS, Attrs, Entry, StatFs, VFSFile, join, split, within
 
 Timer = Callable[[], float]
 Listener = Callable[[bytes | None], None]
 
 #: how many dirty entries of one listing are re-fetched at once
 REFRESH_PARALLEL = 16
-#: how long a listing waits for a tree prefetch that covers it before listing by itself
-PREFETCH_WAIT = 10.0
 #: seconds a directory this mount made is taken as holding only what the mount made there,
 #: counted from the last thing made there
 MADE_WINDOW = 2.0
@@ -73,10 +70,6 @@ class CacheStats:
 
 
 _MISSING = object()  # negative-cache marker
-
-
-def _within(path: bytes, root: bytes) -> bool:
-    return root == b"/" or path == root or path.startswith(root + b"/")
 
 
 class CachingVFS:
@@ -118,15 +111,7 @@ class CachingVFS:
         self.stats = CacheStats()
         self.listeners: list[Listener] = []
         self.prefetch_max_entries = prefetch_max_entries
-        self._timer = timer
-        #: spots find/ls -R/du walks and prefetches their tree in one backend call
-        self._walk = WalkDetector() if walk_prefetch and dir_ttl > 0 else None
-        self._prefetching: dict[bytes, asyncio.Event] = {}
-        #: set (and replaced) whenever a prefetch hands out a directory or ends
-        self._landed = asyncio.Event()
-        #: background prefetches in flight (a reference keeps their tasks alive)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.prefetches = 0
+        self._prefetcher = TreePrefetcher(self, timer, detect_walks=walk_prefetch and dir_ttl > 0)
         #: regular files with more than one name: a write through one name changes what
         #: the others show, so their attributes are always asked for
         self._linked: set[bytes] = set()
@@ -137,6 +122,16 @@ class CachingVFS:
         """A fetch of ``key`` (a path's attributes, or a directory's listing) may install
         what it got only if this is unchanged from when it started."""
         return (self._epoch, self._gen.get(key, 0))
+
+    def generation_snapshot(self) -> Callable[[bytes], bool]:
+        """For a fetch of many keys at once (a tree): a test of whether a key is unchanged
+        since this call, i.e. whether what the fetch got for it may be installed."""
+        epoch, before = self._epoch, dict(self._gen)
+
+        def unchanged(key: bytes) -> bool:
+            return epoch == self._epoch and self._gen.get(key, 0) == before.get(key, 0)
+
+        return unchanged
 
     def _bump(self, key: bytes) -> None:
         self._gen[key] = self._gen.get(key, 0) + 1
@@ -204,9 +199,9 @@ class CachingVFS:
                 self._gen[root] += 1
             return
         for cache in (self._attrs, self._neg, self._links, self._dirs, self._made):
-            for key in [k for k in list(cache.keys()) if _within(k, root)]:
+            for key in [k for k in list(cache.keys()) if within(k, root)]:
                 cache.pop(key, None)
-        for key in [k for k in self._gen if _within(k, root)]:
+        for key in [k for k in self._gen if within(k, root)]:
             self._gen[key] += 1
 
     def invalidate(self, path: bytes | None = None) -> None:
@@ -307,28 +302,13 @@ class CachingVFS:
                 await self._refresh_dirty(path, listing)
             return list(listing.entries.values())
         self.stats.misses += 1
-        if self._walk is not None:
-            root = self._walk.listed(path, self._timer())
-            if root is not None and root not in self._prefetching:
-                self._prefetching[root] = asyncio.Event()
-                task = asyncio.get_running_loop().create_task(self._background_prefetch(root))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            covering = self._covering_prefetch(path)
-            if covering is not None:
-                # until this directory lands (the prefetch hands out each one as soon as
-                # it is complete) or the prefetch ends
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(PREFETCH_WAIT):
-                        while not covering.is_set() and self._dirs.get(path) is None:
-                            await self._landed.wait()
-                listing = self._dirs.get(path)
-                if listing is not None:
-                    return list(listing.entries.values())
+        landed = await self._prefetcher.wait_for(path)  # a walk's tree prefetch may have it
+        if landed is not None:
+            return landed
         gen = self._generation(path)
         entries = await self.inner.readdir(path)
         if gen == self._generation(path):
-            self._install(path, entries)
+            self.install_listing(path, entries)
         return entries
 
     def listed(self, path: bytes) -> list[Entry] | None:
@@ -340,25 +320,7 @@ class CachingVFS:
         self.stats.hits += 1
         return list(listing.entries.values())
 
-    def _covering_prefetch(self, path: bytes) -> asyncio.Event | None:
-        for root, event in self._prefetching.items():
-            if _within(path, root):
-                return event
-        return None
-
-    async def _background_prefetch(self, root: bytes) -> None:
-        event = self._prefetching[root]
-        try:
-            count = await self._prefetch_tree(root)
-            log.debug("walk detected under %s: prefetched %d entries", os.fsdecode(root), count)
-        except Exception as exc:  # a failed prefetch only means listing one by one
-            log.debug("prefetch of %s failed: %s", os.fsdecode(root), exc)
-        finally:
-            del self._prefetching[root]
-            event.set()
-            self._land()
-
-    def _install(self, path: bytes, entries: list[Entry]) -> None:
+    def install_listing(self, path: bytes, entries: list[Entry]) -> None:
         """Cache a listing. Its entries answer lstat through the listing itself (not copied
         into the attribute cache: that would double the memory of a huge directory)."""
         self._made.pop(path, None)  # the listing knows better now
@@ -369,6 +331,16 @@ class CachingVFS:
                 self._note_links(join(path, e.name), e.attrs)
             if self._enabled_attr and e.target is not None:
                 self._links[join(path, e.name)] = e.target
+
+    def cached_listing(self, path: bytes) -> Listing | None:
+        """The listing of ``path`` as cached (dirty or not; no hit counted), or None."""
+        return self._dirs.get(path)
+
+    def withdraw_listing(self, path: bytes, listing: Listing | None) -> None:
+        """Drop the cached listing of ``path`` if it is still ``listing`` (a prefetch takes
+        back a directory it handed out early)."""
+        if self._dirs.get(path) is listing:
+            self._dirs.pop(path, None)
 
     async def _refresh_dirty(self, path: bytes, listing: Listing) -> None:
         names = list(listing.dirty)
@@ -405,56 +377,17 @@ class CachingVFS:
     async def prefetch(self, path: bytes) -> int:
         """Fetch a whole subtree's listings in one backend call; the number of entries
         cached, or -1 when the backend cannot (no exec channel) or the tree is too big."""
-        event = self._prefetching.setdefault(path, asyncio.Event())
-        try:
-            return await self._prefetch_tree(path)
-        finally:
-            if self._prefetching.get(path) is event:
-                del self._prefetching[path]
-            event.set()
-            self._land()
+        return await self._prefetcher.prefetch(path)
 
-    def _land(self) -> None:
-        """Wake the listings waiting for a prefetch: something landed, or it ended."""
-        event, self._landed = self._landed, asyncio.Event()
-        event.set()
+    @property
+    def prefetches(self) -> int:
+        """Tree prefetches started, walks' and asked-for ones alike."""
+        return self._prefetcher.prefetches
 
-    async def _prefetch_tree(self, path: bytes) -> int:
-        self.prefetches += 1
-        epoch, before = self._epoch, dict(self._gen)
-        streamed: dict[bytes, Listing | None] = {}
-
-        def unchanged(directory: bytes) -> bool:
-            # a directory changed through the mount meanwhile keeps what it has
-            return epoch == self._epoch and self._gen.get(directory, 0) == before.get(directory, 0)
-
-        def landed(directory: bytes, entries: list[Entry] | None) -> None:
-            if entries is None:  # not complete after all
-                if self._dirs.get(directory) is streamed.pop(directory, None):
-                    self._dirs.pop(directory, None)
-                return
-            if unchanged(directory):
-                self._install(directory, entries)
-                streamed[directory] = self._dirs.get(directory)
-                self._land()
-
-        listings: dict[bytes, list[Entry]] | None = None
-        token = tree_progress.set(landed)
-        try:
-            listings = await self.inner.tree(path, self.prefetch_max_entries)
-        finally:
-            tree_progress.reset(token)
-            if listings is None:  # what was handed out early is not vouched for: take it back
-                for directory in list(streamed):
-                    landed(directory, None)
-        if listings is None:
-            return -1
-        count = 0
-        for directory, entries in listings.items():
-            if unchanged(directory):
-                self._install(directory, entries)
-                count += len(entries)
-        return count
+    @property
+    def _prefetching(self) -> dict[bytes, asyncio.Event]:
+        """The roots being prefetched, as :attr:`TreePrefetcher.prefetching` (tests read it)."""
+        return self._prefetcher.prefetching
 
     # -- mutations -------------------------------------------------------------------
 
@@ -606,56 +539,3 @@ class CachingVFS:
 
     async def close(self) -> None:
         await self.inner.close()
-
-
-class CachedFile:
-    """An open file whose writes keep the caches honest."""
-
-    def __init__(self, vfs: CachingVFS, inner: VFSFile) -> None:
-        self._vfs = vfs
-        self._inner = inner
-        self._written = False
-
-    @property
-    def path(self) -> bytes:
-        return self._inner.path
-
-    def _touch(self) -> None:
-        self._written = True
-        self._vfs._mark(self._inner.path)
-
-    async def read(self, offset: int, size: int) -> bytes:
-        return await self._inner.read(offset, size)
-
-    async def write(self, offset: int, data: bytes) -> int:
-        self._touch()
-        return await self._inner.write(offset, data)
-
-    async def truncate(self, size: int) -> None:
-        self._touch()
-        await self._inner.truncate(size)
-
-    async def fstat(self) -> Attrs:
-        attrs = await self._inner.fstat()
-        if not self._written:  # e.g. right after a create: the truth, learnt for free
-            self._vfs._learn(self._inner.path, attrs)
-        return attrs
-
-    async def setstat(self, mode: int | None = None, times: tuple[int, int] | None = None) -> None:
-        self._touch()  # what the cache holds is no longer the server's truth
-        await self._inner.setstat(mode, times)
-
-    async def flush(self) -> None:
-        await self._inner.flush()
-
-    async def fsync(self) -> None:
-        await self._inner.fsync()
-
-    async def close(self) -> None:
-        try:
-            await self._inner.close()
-        finally:
-            # every write drops the cached attributes; still known means they were fetched
-            # after the last write (e.g. by the fchown/futimens an untar does before close)
-            if self._written and self._vfs._known(self._inner.path) is None:
-                await self._vfs._changed(self._inner.path)

@@ -208,6 +208,11 @@ def split(path: bytes) -> tuple[bytes, bytes]:
     return (head or b"/", tail)
 
 
+def within(path: bytes, root: bytes) -> bool:
+    """Is ``path`` ``root`` or below it?"""
+    return root == b"/" or path == root or path.startswith(root + b"/")
+
+
 #: Set by a caller that can use a directory's entries before the listing is complete (READDIR
 #: hands them to the kernel while the rest still arrives). A lister that learns entries in
 #: batches calls it with each batch, in the calling task; names may repeat across batches

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from sshvfs.fuse.operations import PREPARED_FOR
+from sshvfs.fuse.dirserver import PREPARED_FOR
 
 from ..mounting import MountProcess, mounted
 from ..sshd import Sshd

@@ -1,0 +1,221 @@
+"""The directory server: OPENDIR/READDIR/RELEASEDIR turned into readdirplus replies.
+
+It owns the readers' snapshots (handles, or handle-less kernel-cached streams, see
+:mod:`sshvfs.fuse.dirstreams`) and builds each reply's entries: a node (one lookup) and an
+``EntryAttributes`` per name. The kernel and the reader's own work alternate with our
+READDIR handler, so the next reply is built ahead, between two READDIRs (:meth:`_prepare`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+from collections.abc import Callable
+
+import pyfuse3
+
+from ..vfs.types import VFS, Attrs, Entry, join
+from . import control as ctl
+from .dirstreams import DirHandle, DirStreams, cookie
+from .inodes import InodeTable
+from .notify import notify_in_thread
+
+#: entries a directory stream builds ahead of the READDIR that will want them (one reply
+#: of the kernel's 128 KiB holds ~780 of them)
+PREPARE_AHEAD = 1024
+#: seconds prepared entries wait for their READDIR before they are given back
+PREPARED_FOR = 1.0
+
+EntryMaker = Callable[[int, Attrs], pyfuse3.EntryAttributes]
+
+
+class DirServer:
+    """``kernel_dir_ttl``: let the kernel cache directory listings for that long; None keeps
+    one handle per opened directory."""
+
+    def __init__(
+        self,
+        vfs: VFS,
+        inodes: InodeTable,
+        entry: EntryMaker,
+        control: ctl.ControlDir | None,
+        kernel_dir_ttl: float | None,
+    ) -> None:
+        self.vfs = vfs
+        self.inodes = inodes
+        self.entry = entry
+        self.control = control
+        #: a clean cached listing without awaiting, when the VFS keeps them (CachingVFS)
+        self._listed: Callable[[bytes], list[Entry] | None] | None = getattr(vfs, "listed", None)
+        self._handles: dict[int, DirHandle] = {}
+        self._control_handles: set[int] = set()
+        #: bumped on every namespace change in a directory (by inode)
+        self._gen: dict[int, int] = {}
+        #: handle-less, kernel-cached directory streams (None: OPENDIR hands out handles)
+        self.streams = DirStreams(kernel_dir_ttl, on_drop=self._dropped) if kernel_dir_ttl else None
+
+    def changed(self, *inos: int) -> None:
+        """The mount added, removed or renamed names in these directories."""
+        for ino in inos:
+            self._gen[ino] = self._gen.get(ino, 0) + 1
+
+    # -- handles -------------------------------------------------------------------------
+
+    def open(self, fh: int, inode: int) -> None:
+        """OPENDIR in handle mode (with streams the kernel opens directories itself)."""
+        if self.control is not None and inode == ctl.DIR_INODE:
+            self._control_handles.add(fh)
+            return
+        self.inodes.opened(self.inodes.get(inode))
+        self._handles[fh] = DirHandle(inode)
+
+    def release(self, fh: int) -> None:
+        self._control_handles.discard(fh)
+        handle = self._handles.pop(fh, None)
+        if handle is not None:
+            self._dropped(handle)
+            self.inodes.closed(self.inodes.get(handle.ino))
+
+    async def read(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        """READDIR: as many entries from ``start_id`` on as fit the reply."""
+        if self.streams is not None:
+            # no handles: pyfuse3 passes the directory's inode as ``fh``
+            if fh == ctl.DIR_INODE and self.control is not None:
+                return self._control_read(start_id, token)
+            if start_id == 0:
+                handle, index = self.streams.start(fh), 0
+            else:
+                handle, index = self.streams.resume(fh, start_id)
+            if handle.done and index >= len(handle.entries or ()):
+                self.streams.end(handle)  # the reader reached EOF
+                return None
+            await self._serve(handle, index, token)
+            return None
+        if fh in self._control_handles and self.control is not None:
+            return self._control_read(start_id, token)
+        opened = self._handles.get(fh)
+        if opened is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        await self._serve(opened, start_id, token)
+        return None
+
+    def _control_read(self, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        assert self.control is not None
+        for index, (name, ino) in enumerate(self.control.listing()):
+            if index >= start_id and not pyfuse3.readdir_reply(
+                token, name, self.control.entry(ino), index + 1
+            ):
+                return
+
+    # -- replies -------------------------------------------------------------------------
+
+    async def _serve(self, handle: DirHandle, start: int, token: pyfuse3.ReaddirToken) -> None:
+        parent_ino = handle.ino
+        path = self.inodes.path(parent_ino)
+        if start == 0 or handle.entries is None:
+            # fetched inside the READDIR request: the kernel holds the directory's lock, so
+            # no unlink/rename in it can interleave with the reply
+            self._unprepare(handle)
+            handle.gen = self._gen.get(parent_ino, 0)
+            cached = self._listed(path) if self._listed is not None else None
+            if cached is not None:
+                handle.use(cached)  # a cache hit: no task, no waiting
+            else:
+                await handle.fill(lambda: self.vfs.readdir(path))
+        elif handle.arriving is None and handle.gen != self._gen.get(parent_ino, 0):
+            # the directory changed between two READDIR calls: re-check what is left
+            assert handle.entries is not None
+            self._unprepare(handle)
+            handle.entries = await self._revalidate(path, handle.entries, start)
+            handle.gen = self._gen.get(parent_ino, 0)
+        entries = handle.entries
+        assert entries is not None
+        ready = handle.ready
+        parent, lookup, entry = self.inodes.get(parent_ino), self.inodes.lookup_in, self.entry
+        delivered = 0
+        while True:
+            for index in range(start, len(entries)):
+                item = entries[index]
+                if item is None:
+                    continue
+                prepared = ready.pop(index, None) if ready else None
+                if prepared is None:
+                    node = lookup(parent, item.name)
+                    attrs = entry(node.ino, item.attrs)
+                else:
+                    node, attrs = prepared
+                # readdirplus: every delivered entry is a lookup (counted when prepared)
+                if not pyfuse3.readdir_reply(token, item.name, attrs, cookie(handle.serial, index)):
+                    ready[index] = (node, attrs)  # for the next READDIR
+                    asyncio.get_running_loop().call_soon(self._prepare, handle, index)
+                    return
+                delivered += 1
+            if handle.arriving is None:
+                break
+            start = len(entries)
+            await handle.wait()  # the reply is not full yet and more is on its way
+        if handle.error is not None:
+            if not delivered:
+                raise handle.error  # everything before it was handed out
+            return
+        handle.done = True
+
+    def _prepare(self, handle: DirHandle, start: int) -> None:
+        """Build the next reply's entries (nodes and attributes) while the kernel digests
+        the last one: READDIR and the reader's own work in the kernel alternate, so what is
+        done between two READDIRs is off the reader's clock. Each prepared node holds one
+        lookup, so that no FORGET can release it before it is handed out."""
+        entries, ready = handle.entries, handle.ready
+        if entries is None or handle.done or handle.dropped:
+            return
+        # a reader that stops half-way never says so: what it did not come back for within
+        # PREPARED_FOR is given back
+        handle.prepared_round += 1
+        asyncio.get_running_loop().call_later(
+            PREPARED_FOR, self._unprepare, handle, handle.prepared_round
+        )
+        parent = self.inodes.get(handle.ino)
+        for index in range(start, min(len(entries), start + PREPARE_AHEAD)):
+            item = entries[index]
+            if item is not None and index not in ready:
+                node = self.inodes.lookup_in(parent, item.name)
+                ready[index] = (node, self.entry(node.ino, item.attrs))
+
+    def _dropped(self, handle: DirHandle) -> None:
+        handle.dropped = True
+        self._unprepare(handle)
+
+    def _unprepare(self, handle: DirHandle, round: int | None = None) -> None:
+        """Give back the lookups of entries prepared and never handed out (``round``: only
+        if nothing was prepared for this stream since that round)."""
+        if round is not None and round != handle.prepared_round:
+            return
+        for node, _ in handle.ready.values():
+            self.inodes.forget(node.ino, 1)
+        handle.ready.clear()
+
+    async def _revalidate(
+        self, path: bytes, entries: list[Entry | None], start: int
+    ) -> list[Entry | None]:
+        out = list(entries)
+        for index in range(start, len(out)):
+            item = out[index]
+            if item is None:
+                continue
+            try:
+                out[index] = Entry(item.name, await self.vfs.lstat(join(path, item.name)))
+            except FileNotFoundError:
+                out[index] = None  # gone: never hand the kernel a name that does not exist
+        return out
+
+    async def expire_kernel_listings(self) -> None:
+        """Runs for the life of the mount: the kernel's copy of a listing lives no longer
+        than our own (the kernel would otherwise keep it until the directory's mtime moves)."""
+        if self.streams is None:
+            return
+        while True:
+            wait = self.streams.next_due()
+            await asyncio.sleep(1.0 if wait is None else min(max(wait, 0.05), 1.0))
+            due = self.streams.due()
+            if due:
+                await notify_in_thread([], due)

@@ -1,0 +1,145 @@
+"""TreePrefetcher: fills a :class:`~sshvfs.vfs.cached.CachingVFS` with a whole subtree's
+listings from one backend call (``tree``).
+
+Two ways in: :meth:`TreePrefetcher.prefetch`, asked for a path (the control directory), and
+walks (find, ls -R, du) that a :class:`~sshvfs.vfs.bulk.WalkDetector` spots among the
+listings the cache misses, whose root is then prefetched in the background. A listing
+missed under a prefetch in flight waits for it (:meth:`TreePrefetcher.wait_for`) rather
+than asking the backend too: a streaming backend hands out each directory as soon as it
+is complete. A directory changed through the mount while the tree was fetched keeps what
+the cache has (generations, as for every fetch the cache makes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import TYPE_CHECKING
+
+from .bulk import WalkDetector
+from .types import Entry, tree_progress, within
+
+if TYPE_CHECKING:
+    from .cached import CachingVFS, Listing, Timer
+
+log = logging.getLogger(__name__)
+
+#: how long a listing waits for a tree prefetch that covers it before listing by itself
+PREFETCH_WAIT = 10.0
+
+
+class TreePrefetcher:
+    """The tree prefetches of one ``cache``; ``detect_walks`` turns walk detection on."""
+
+    def __init__(self, cache: CachingVFS, timer: Timer, *, detect_walks: bool) -> None:
+        self._cache = cache
+        self._timer = timer
+        #: spots find/ls -R/du walks and prefetches their tree in one backend call
+        self._walk = WalkDetector() if detect_walks else None
+        self._prefetching: dict[bytes, asyncio.Event] = {}
+        #: set (and replaced) whenever a prefetch hands out a directory or ends
+        self._landed = asyncio.Event()
+        #: background prefetches in flight (a reference keeps their tasks alive)
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: tree prefetches started, walks' and asked-for ones alike
+        self.prefetches = 0
+
+    @property
+    def prefetching(self) -> dict[bytes, asyncio.Event]:
+        """The roots being prefetched, each with an event set when its prefetch ends."""
+        return self._prefetching
+
+    async def wait_for(self, path: bytes) -> list[Entry] | None:
+        """For a listing of ``path`` the cache missed: feed the walk detector (a walk starts
+        a background prefetch of its root), then, if a prefetch in flight covers ``path``,
+        wait for it. The listing it landed, or None: list ``path`` by yourself."""
+        if self._walk is None:
+            return None
+        root = self._walk.listed(path, self._timer())
+        if root is not None and root not in self._prefetching:
+            self._prefetching[root] = asyncio.Event()
+            task = asyncio.get_running_loop().create_task(self._background_prefetch(root))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        covering = self._covering_prefetch(path)
+        if covering is None:
+            return None
+        # until this directory lands (the prefetch hands out each one as soon as
+        # it is complete) or the prefetch ends
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PREFETCH_WAIT):
+                while not covering.is_set() and self._cache.cached_listing(path) is None:
+                    await self._landed.wait()
+        listing = self._cache.cached_listing(path)
+        return list(listing.entries.values()) if listing is not None else None
+
+    def _covering_prefetch(self, path: bytes) -> asyncio.Event | None:
+        for root, event in self._prefetching.items():
+            if within(path, root):
+                return event
+        return None
+
+    async def _background_prefetch(self, root: bytes) -> None:
+        event = self._prefetching[root]
+        try:
+            count = await self._prefetch_tree(root)
+            log.debug("walk detected under %s: prefetched %d entries", os.fsdecode(root), count)
+        except Exception as exc:  # a failed prefetch only means listing one by one
+            log.debug("prefetch of %s failed: %s", os.fsdecode(root), exc)
+        finally:
+            del self._prefetching[root]
+            event.set()
+            self._land()
+
+    async def prefetch(self, path: bytes) -> int:
+        """Fetch a whole subtree's listings in one backend call; the number of entries
+        cached, or -1 when the backend cannot (no exec channel) or the tree is too big."""
+        event = self._prefetching.setdefault(path, asyncio.Event())
+        try:
+            return await self._prefetch_tree(path)
+        finally:
+            if self._prefetching.get(path) is event:
+                del self._prefetching[path]
+            event.set()
+            self._land()
+
+    def _land(self) -> None:
+        """Wake the listings waiting for a prefetch: something landed, or it ended."""
+        event, self._landed = self._landed, asyncio.Event()
+        event.set()
+
+    async def _prefetch_tree(self, path: bytes) -> int:
+        self.prefetches += 1
+        cache = self._cache
+        # a directory changed through the mount meanwhile keeps what it has
+        unchanged = cache.generation_snapshot()
+        streamed: dict[bytes, Listing | None] = {}
+
+        def landed(directory: bytes, entries: list[Entry] | None) -> None:
+            if entries is None:  # not complete after all
+                cache.withdraw_listing(directory, streamed.pop(directory, None))
+                return
+            if unchanged(directory):
+                cache.install_listing(directory, entries)
+                streamed[directory] = cache.cached_listing(directory)
+                self._land()
+
+        listings: dict[bytes, list[Entry]] | None = None
+        token = tree_progress.set(landed)
+        try:
+            listings = await cache.inner.tree(path, cache.prefetch_max_entries)
+        finally:
+            tree_progress.reset(token)
+            if listings is None:  # what was handed out early is not vouched for: take it back
+                for directory in list(streamed):
+                    landed(directory, None)
+        if listings is None:
+            return -1
+        count = 0
+        for directory, entries in listings.items():
+            if unchanged(directory):
+                cache.install_listing(directory, entries)
+                count += len(entries)
+        return count
