@@ -1,11 +1,14 @@
 """CachedFile: an open file of a :class:`~sshvfs.vfs.cached.CachingVFS`.
 
 Its writes and setattrs mark the file's cached attributes stale, an ``fstat`` before any
-write installs what it learnt, and a close after writes fetches the truth once.
+write installs what it learnt, and a close after writes fetches the truth once, unless the
+handle knows it already: a file created through it whose times were set after its last write
+(what tar, cp -p and rsync do before close) holds exactly what the handle says.
 """
 
 from __future__ import annotations
 
+import stat as _stat
 from typing import TYPE_CHECKING
 
 from .types import Attrs, VFSFile
@@ -21,20 +24,36 @@ class CachedFile:
         self._vfs = vfs
         self._inner = inner
         self._written = False
+        #: the server's attributes as this handle's own changes leave them, while that is all
+        #: that changed them (see :meth:`close`); None once unknown
+        self._shadow: Attrs | None = None
+        #: the shadow's mtime is one we set, after the last write (the server's clock set
+        #: every other)
+        self._times_set = False
+        #: the cache's generation of the path after our last change
+        self._gen: tuple[int, int] | None = None
 
     @property
     def path(self) -> bytes:
         return self._inner.path
 
-    def _touch(self) -> None:
+    def _touch(self, shadow: Attrs | None = None) -> None:
         self._written = True
-        self._vfs._mark(self._inner.path)
+        self._shadow = shadow
+        path = self._inner.path
+        self._vfs._mark(path)
+        self._gen = self._vfs._generation(path)
 
     async def read(self, offset: int, size: int) -> bytes:
+        self._shadow = None  # a read may move the atime on the server
         return await self._inner.read(offset, size)
 
     async def write(self, offset: int, data: bytes) -> int:
-        self._touch()
+        shadow = self._shadow
+        if shadow is not None:
+            shadow = shadow._replace(size=max(shadow.size, offset + len(data)))
+        self._times_set = False
+        self._touch(shadow)
         return await self._inner.write(offset, data)
 
     async def truncate(self, size: int) -> None:
@@ -44,11 +63,26 @@ class CachedFile:
     async def fstat(self) -> Attrs:
         attrs = await self._inner.fstat()
         if not self._written:  # e.g. right after a create: the truth, learnt for free
-            self._vfs._learn(self._inner.path, attrs)
+            path = self._inner.path
+            self._vfs._learn(path, attrs)
+            if attrs.nlink == 1 and _stat.S_ISREG(attrs.mode):
+                self._shadow, self._gen = attrs, self._vfs._generation(path)
         return attrs
 
     async def setstat(self, mode: int | None = None, times: tuple[int, int] | None = None) -> None:
-        self._touch()  # what the cache holds is no longer the server's truth
+        shadow = self._shadow
+        if shadow is not None and mode is not None:
+            if mode & (_stat.S_ISUID | _stat.S_ISGID):
+                shadow = None  # the server may drop these bits as it sees fit
+            else:
+                shadow = shadow._replace(mode=_stat.S_IFMT(shadow.mode) | mode)
+        if shadow is not None and times is not None:
+            step = self._vfs.time_resolution_ns
+            shadow = shadow._replace(
+                atime_ns=times[0] - times[0] % step, mtime_ns=times[1] - times[1] % step
+            )
+            self._times_set = True
+        self._touch(shadow)  # what the cache holds is no longer the server's truth
         await self._inner.setstat(mode, times)
 
     async def flush(self) -> None:
@@ -58,10 +92,20 @@ class CachedFile:
         await self._inner.fsync()
 
     async def close(self) -> None:
+        path = self._inner.path
         try:
             await self._inner.close()
+        except BaseException:
+            self._shadow = None
+            raise
         finally:
-            # every write drops the cached attributes; still known means they were fetched
-            # after the last write (e.g. by the fchown/futimens an untar does before close)
-            if self._written and self._vfs._known(self._inner.path) is None:
-                await self._vfs._changed(self._inner.path)
+            shadow, vfs = self._shadow, self._vfs
+            if shadow is not None and self._times_set and vfs._generation(path) == self._gen:
+                # every change since the create was ours and succeeded (or close would have
+                # failed), the last of them set the times: the server holds the shadow
+                vfs._mark(path)
+                vfs._learn(path, shadow)
+            elif self._written and vfs._known(path) is None:
+                # every write drops the cached attributes; still known means they were
+                # fetched after the last write
+                await vfs._changed(path)

@@ -143,6 +143,62 @@ async def test_own_changes_are_visible_at_once(setup: Any) -> None:
     assert e.value.errno == errno.ENOENT
 
 
+async def _untar_one(cache: CachingVFS, path: bytes, then_write: bool = False) -> Any:
+    """What tar does with one file: create, write, chmod, utime, then close."""
+    f = await cache.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    await f.fstat()  # every create is followed by one (the mount's CREATE reply)
+    await f.write(0, b"x" * 1000)
+    await f.write(1000, b"y" * 24)
+    await f.setstat(mode=0o640)
+    await f.setstat(times=(10**9 + 5, 3 * 10**9 + 7))
+    if then_write:
+        await f.write(1024, b"z")
+    return f
+
+
+async def test_a_file_made_like_tar_does_is_known_at_close(setup: Any) -> None:
+    cache, backend, clock, root = setup
+    touch(root, "d/keep")
+    await cache.readdir(b"/d")
+    f = await _untar_one(cache, b"/d/new")
+    before = backend.calls["lstat"]
+    await f.close()
+    attrs = await cache.lstat(b"/d/new")
+    assert backend.calls["lstat"] == before  # nothing asked at close, nor after
+    st = os.lstat(os.path.join(root, "d/new"))
+    assert attrs == (
+        st.st_mode,
+        st.st_size,
+        st.st_uid,
+        st.st_gid,
+        st.st_nlink,
+        st.st_mtime_ns,
+        st.st_atime_ns,
+    )
+    listed = {e.name: e.attrs for e in await cache.readdir(b"/d")}
+    assert listed[b"new"] == attrs
+
+
+async def test_what_the_file_cannot_know_is_asked_at_close(setup: Any) -> None:
+    cache, backend, clock, root = setup
+    touch(root, "d/keep")
+    # written after its times were set: the mtime is the server's
+    f = await _untar_one(cache, b"/d/late", then_write=True)
+    before = backend.calls["lstat"]
+    await f.close()
+    assert backend.calls["lstat"] == before + 1
+    assert (await cache.lstat(b"/d/late")).size == os.lstat(os.path.join(root, "d/late")).st_size
+    # written through another handle meanwhile: what this one knows is not all
+    f = await _untar_one(cache, b"/d/shared")
+    other = await cache.open(b"/d/shared", os.O_WRONLY)
+    await other.write(5000, b"!")
+    await other.close()
+    await f.close()
+    st = os.lstat(os.path.join(root, "d/shared"))
+    attrs = await cache.lstat(b"/d/shared")
+    assert (attrs.size, attrs.mtime_ns) == (5001, st.st_mtime_ns) != (1024, 3 * 10**9 + 7)
+
+
 async def test_rename_directory_moves_cached_children(setup: Any) -> None:
     cache, backend, clock, root = setup
     touch(root, "a/inner/file", b"abc")
