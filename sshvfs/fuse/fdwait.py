@@ -1,25 +1,26 @@
-"""FdWait: pyfuse3's wait for /dev/fuse, without epoll_ctl calls or extra loop turns per request.
+"""FdWait: pyfuse3's wait for /dev/fuse, without epoll_ctl calls or lock hand-offs per request.
 
 pyfuse3's workers loop: take the read lock, wait until /dev/fuse is readable, release the
 lock, read one request, handle it. Its asyncio shim registers the fd with the loop's
 selector before every wait and unregisters it after (``add_reader``/``remove_reader``: two
-epoll_ctl syscalls and a selector key, handle and closure each time), ~8% of the daemon's CPU
-in an untar, and its ``asyncio.Lock`` wakes the next worker through a future and a loop turn.
-Here (installed after ``pyfuse3.asyncio.enable()``):
+epoll_ctl syscalls and a selector key, handle and closure each time), and the lock passes
+from worker to worker through futures and loop turns: with two workers taking turns, every
+request paid for both (~15% of the daemon's CPU on a cold ``find``). Here (installed after
+``pyfuse3.asyncio.enable()``):
 
-- **a request already there is taken in the next loop turn**: a wait first polls the fd
-  (zero timeout), so a worker back from a request that others queued meanwhile (FORGETs, a
-  second process) needs no readiness report. Never in the same turn: what the last request
-  queued (the first steps of its SFTP request tasks, which send them) must run first;
-- **the fd stays registered** while anyone may want it. A readiness report wakes the one
-  waiting worker after a zero-timeout ``poll`` confirms a request is really there: the report
-  may be stale (the worker woken for it has read it since the selector looked), and a worker
-  woken for nothing would block the whole loop in ``read(2)`` of a blocking fd;
-- a report with a request waiting and nobody waiting for it is let pass while a worker is
-  queued for the read lock (it waits for the fd in a loop turn or two); only when none is
-  coming is the fd unregistered, or the level-triggered selector would spin while every
-  worker is busy. The next waiter registers it again;
-- **the read lock hands over**: releasing it passes it straight to the next worker in line.
+- **no read lock**: every idle worker waits here, and each readiness report wakes exactly
+  one, after a zero-timeout ``poll`` confirms a request is really there, and only when no
+  worker woken earlier is still to take its request (:attr:`_Watch.woken`): a report may be
+  stale (what the selector saw was read since, or is about to be), and a worker woken for
+  nothing would block the whole loop in ``read(2)`` of a blocking fd;
+- **a request already there is taken in the next loop turn**: a wait first polls the fd, so
+  a worker back from a request that others queued meanwhile (FORGETs, a second process)
+  needs no readiness report. Never in the same turn: what the last request queued (the
+  first steps of its SFTP request tasks, which send them) must run first, or a READ could
+  overtake the WRITE before it;
+- **the fd stays registered** while anyone may want it; a report with a request waiting and
+  every worker busy unregisters it (the level-triggered selector would spin), and the next
+  waiter registers it again.
 """
 
 from __future__ import annotations
@@ -28,56 +29,11 @@ import asyncio
 import collections
 import logging
 import select
-from types import TracebackType
 from typing import Any
 
 import pyfuse3.asyncio as shim
 
 log = logging.getLogger(__name__)
-
-
-class ReadLock:
-    """pyfuse3's read lock (``trio.Lock()`` in its source): FIFO, handed over on release,
-    and it says how many workers are queued for it."""
-
-    def __init__(self) -> None:
-        self._held = False
-        self._queue: collections.deque[asyncio.Future[None]] = collections.deque()
-
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
-
-    async def __aenter__(self) -> None:
-        if not self._held:
-            self._held = True
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append(future)
-        try:
-            await future  # resolved by the release that hands the lock to us
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
-                self._release()  # handed to us as we were cancelled: pass it on
-            elif future in self._queue:
-                self._queue.remove(future)
-            raise
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._release()
-
-    def _release(self) -> None:
-        while self._queue:
-            future = self._queue.popleft()
-            if not future.done():
-                future.set_result(None)  # still held: it is theirs now
-                return
-        self._held = False
 
 
 class _Watch:
@@ -88,6 +44,8 @@ class _Watch:
         self.fd = fd
         self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self.watching = False
+        #: waiters woken for a request that have not taken it yet
+        self.woken = 0
         self.poll = select.poll()
         self.poll.register(fd, select.POLLIN)
 
@@ -97,15 +55,14 @@ class _Watch:
             self.watching = True
 
     def readable(self) -> None:
-        if not self.poll.poll(0):
-            return  # stale: what the selector saw was read since
+        if self.woken or not self.poll.poll(0):
+            return  # stale: what the selector saw was read since, or is about to be
         while self.waiters:
             future = self.waiters.popleft()
             if not future.done():
                 future.set_result(None)
+                self.woken += 1
                 return
-        if any(lock.queued for lock in _locks):
-            return  # a worker is on its way to wait for it
         self.loop.remove_reader(self.fd)  # a request and nobody free: stop until someone is
         self.watching = False
 
@@ -120,14 +77,17 @@ class _Watch:
 
 
 _watches: dict[int, _Watch] = {}
-#: the read locks pyfuse3 made (one per session)
-_locks: list[ReadLock] = []
 
 
-def _new_lock() -> ReadLock:
-    lock = ReadLock()
-    _locks[:] = [lock]  # one FUSE session per process: a new one replaces the last
-    return lock
+class _NoLock:
+    """pyfuse3's read lock (``trio.Lock()`` in its source), made a no-op: :func:`wait_readable`
+    wakes one waiter per request by itself, so workers need not queue for the fd."""
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
 
 
 async def wait_readable(fd: Any) -> None:
@@ -135,13 +95,13 @@ async def wait_readable(fd: Any) -> None:
     watch = _watches.get(fd)
     if watch is None or watch.loop is not loop:
         watch = _watches[fd] = _Watch(loop, fd)
-    if not watch.waiters and watch.poll.poll(0):
+    if not watch.waiters and not watch.woken and watch.poll.poll(0):
         # a request is there already: no future, no readiness report. Still one loop turn:
         # what the last request queued (the first steps of its SFTP request tasks, which
         # send them) must run before the next request is handled, or a READ could leave
         # ahead of the WRITE before it
         await asyncio.sleep(0)
-        if watch.poll.poll(0):
+        if not watch.woken and watch.poll.poll(0):
             return
     future: asyncio.Future[None] = loop.create_future()
     watch.waiters.append(future)
@@ -151,7 +111,10 @@ async def wait_readable(fd: Any) -> None:
     except asyncio.CancelledError:
         if future in watch.waiters:
             watch.waiters.remove(future)
+        elif future.done() and not future.cancelled():
+            watch.woken -= 1
         raise
+    watch.woken -= 1
 
 
 def notify_closing(fd: Any) -> None:
@@ -164,4 +127,4 @@ def install() -> None:
     """Serve pyfuse3's asyncio mode (after ``pyfuse3.asyncio.enable()``) with these."""
     shim.wait_readable = wait_readable
     shim.notify_closing = notify_closing
-    shim.Lock = _new_lock  # type: ignore[assignment]  # pyfuse3 calls trio.Lock()
+    shim.Lock = _NoLock  # type: ignore[assignment]  # pyfuse3 calls trio.Lock()
