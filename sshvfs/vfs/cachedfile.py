@@ -77,10 +77,8 @@ class CachedFile:
             else:
                 shadow = shadow._replace(mode=_stat.S_IFMT(shadow.mode) | mode)
         if shadow is not None and times is not None:
-            step = self._vfs.time_resolution_ns
-            shadow = shadow._replace(
-                atime_ns=times[0] - times[0] % step, mtime_ns=times[1] - times[1] % step
-            )
+            seconds = self._vfs._seconds  # as the server stores them
+            shadow = shadow._replace(atime_ns=seconds(times[0]), mtime_ns=seconds(times[1]))
             self._times_set = True
         self._touch(shadow)  # what the cache holds is no longer the server's truth
         await self._inner.setstat(mode, times)
