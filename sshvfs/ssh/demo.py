@@ -8,6 +8,7 @@ temporary directory; only the generated client key is accepted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import tempfile
@@ -27,8 +28,11 @@ class DemoEndpoint:
     keydir: str
 
 
-async def _exec(process: asyncssh.SSHServerProcess[bytes], root: str) -> None:
-    """Run an exec request with /bin/sh in ``root``; no interactive shells."""
+async def _exec(
+    process: asyncssh.SSHServerProcess[bytes], root: str, children: set[asyncio.subprocess.Process]
+) -> None:
+    """Run an exec request with /bin/sh in ``root``; no interactive shells. The child stays
+    in ``children`` while it runs, so that closing the server can end it."""
     command = process.command
     if command is None:
         process.stderr.write(b"this demo server runs commands only\n")
@@ -43,11 +47,18 @@ async def _exec(process: asyncssh.SSHServerProcess[bytes], root: str) -> None:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    await process.redirect(stdin=proc.stdin, stdout=proc.stdout, stderr=proc.stderr)
-    status = await proc.wait()
-    await process.stdout.drain()
-    process.exit(status)
-    await process.wait_closed()
+    children.add(proc)
+    try:
+        await process.redirect(stdin=proc.stdin, stdout=proc.stdout, stderr=proc.stderr)
+        status = await proc.wait()
+    finally:
+        children.discard(proc)
+    try:
+        await process.stdout.drain()
+        process.exit(status)
+        await process.wait_closed()
+    except (asyncssh.Error, OSError):
+        pass  # the client went away first (or the server is closing): nobody to tell
 
 
 class DemoServer:
@@ -58,6 +69,8 @@ class DemoServer:
         self.allow_exec = allow_exec
         self._server: asyncssh.SSHAcceptor | None = None
         self._keydir: tempfile.TemporaryDirectory[str] | None = None
+        #: the commands running (a client's long-lived listing shell lives until it leaves)
+        self._children: set[asyncio.subprocess.Process] = set()
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> DemoEndpoint:
         self._keydir = tempfile.TemporaryDirectory(prefix="sshvfs-demo-keys-")
@@ -69,10 +82,10 @@ class DemoServer:
         os.chmod(client_path, 0o600)
         authorized = asyncssh.import_authorized_keys(client_key.export_public_key().decode())
 
-        root = self.root
+        root, children = self.root, self._children
 
         def process_factory(process: asyncssh.SSHServerProcess[bytes]) -> asyncio.Task[None]:
-            return asyncio.ensure_future(_exec(process, root))
+            return asyncio.ensure_future(_exec(process, root, children))
 
         self._server = await asyncssh.listen(
             host,
@@ -97,6 +110,14 @@ class DemoServer:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        # end the commands still running and reap them while the loop is alive (its child
+        # watcher would otherwise report their exit to a closed loop)
+        for proc in list(self._children):
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        for proc in list(self._children):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 5)
         if self._keydir is not None:
             self._keydir.cleanup()
             self._keydir = None

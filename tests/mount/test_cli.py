@@ -157,6 +157,7 @@ def test_demo_once(workdir: str) -> None:
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "wrote and read back" in proc.stdout and ": ok" in proc.stdout
         assert "README.txt" in proc.stdout
+        assert "WARNING" not in proc.stdout + proc.stderr  # e.g. a child reaped by a closed loop
         assert not is_mounted(mnt)
     finally:
         force_unmount(mnt)
