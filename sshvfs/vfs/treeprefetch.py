@@ -139,7 +139,13 @@ class TreePrefetcher:
             return -1
         count = 0
         for directory, entries in listings.items():
-            if unchanged(directory):
+            if not unchanged(directory):
+                continue
+            handed = streamed.get(directory)
+            if handed is None or cache.cached_listing(directory) is not handed:
+                # not handed out early, or evicted since: install it now (a directory handed
+                # out early is complete and still cached as it was: installing it again
+                # would only redo the work)
                 cache.install_listing(directory, entries)
-                count += len(entries)
+            count += len(entries)
         return count
