@@ -1,9 +1,14 @@
 """The directory server: OPENDIR/READDIR/RELEASEDIR turned into readdirplus replies.
 
 It owns the readers' snapshots (handles, or handle-less kernel-cached streams, see
-:mod:`sshvfs.fuse.dirstreams`) and builds each reply's entries: a node (one lookup) and an
-``EntryAttributes`` per name. The kernel and the reader's own work alternate with our
-READDIR handler, so the next reply is built ahead, between two READDIRs (:meth:`_prepare`).
+:mod:`sshvfs.fuse.dirstreams`) and builds each reply's entries: a node (one lookup) and the
+attributes per name. The kernel and the reader's own work alternate with our READDIR
+handler, so the next reply's nodes are made ahead, between two READDIRs (:meth:`_prepare`).
+
+Each entry goes into the reply with ``pyfuse3.readdir_reply_stat`` (added by
+``scripts/pyfuse3-readdir.patch``): the attributes tuple is copied into the reply in C, with
+no ``EntryAttributes`` object per entry (half the per-entry cost of a huge ``ls -l``). A
+stock pyfuse3 gets an ``EntryAttributes`` per entry instead.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ from .dirstreams import DirHandle, DirStreams, cookie
 from .inodes import InodeTable
 from .notify import notify_in_thread
 
+#: readdirplus entry from an attributes tuple, when pyfuse3 carries the sshvfs patch
+_REPLY_STAT: Callable[..., bool] | None = getattr(pyfuse3, "readdir_reply_stat", None)
+
 #: entries a directory stream builds ahead of the READDIR that will want them (one reply
 #: of the kernel's 128 KiB holds ~780 of them)
 PREPARE_AHEAD = 1024
@@ -30,8 +38,10 @@ EntryMaker = Callable[[int, Attrs], pyfuse3.EntryAttributes]
 
 
 class DirServer:
-    """``kernel_dir_ttl``: let the kernel cache directory listings for that long; None keeps
-    one handle per opened directory."""
+    """``entry`` makes an entry's ``EntryAttributes`` for the kernel; ``shown``, when not
+    None, maps the attributes it would show (ownership mapping), for the tuple path to do
+    the same. ``kernel_dir_ttl``: let the kernel cache directory listings for that long;
+    None keeps one handle per opened directory."""
 
     def __init__(
         self,
@@ -40,10 +50,14 @@ class DirServer:
         entry: EntryMaker,
         control: ctl.ControlDir | None,
         kernel_dir_ttl: float | None,
+        shown: Callable[[Attrs], Attrs] | None = None,
     ) -> None:
         self.vfs = vfs
         self.inodes = inodes
         self.entry = entry
+        self.shown = shown
+        #: generation, timeouts, st_blksize and st_rdev of every entry (the tuple path)
+        self._template = entry(0, Attrs(0, 0, 0, 0, 1, 0, 0))
         self.control = control
         #: a clean cached listing without awaiting, when the VFS keeps them (CachingVFS)
         self._listed: Callable[[bytes], list[Entry] | None] | None = getattr(vfs, "listed", None)
@@ -132,21 +146,26 @@ class DirServer:
         assert entries is not None
         ready = handle.ready
         parent, lookup, entry = self.inodes.get(parent_ino), self.inodes.lookup_in, self.entry
+        reply, template, shown, serial = _REPLY_STAT, self._template, self.shown, handle.serial
         delivered = 0
         while True:
             for index in range(start, len(entries)):
                 item = entries[index]
                 if item is None:
                     continue
-                prepared = ready.pop(index, None) if ready else None
-                if prepared is None:
+                node = ready.pop(index, None) if ready else None
+                if node is None:
                     node = lookup(parent, item.name)
-                    attrs = entry(node.ino, item.attrs)
-                else:
-                    node, attrs = prepared
                 # readdirplus: every delivered entry is a lookup (counted when prepared)
-                if not pyfuse3.readdir_reply(token, item.name, attrs, cookie(handle.serial, index)):
-                    ready[index] = (node, attrs)  # for the next READDIR
+                if reply is not None:
+                    attrs = item.attrs if shown is None else shown(item.attrs)
+                    fits = reply(token, item.name, template, node.ino, attrs, cookie(serial, index))
+                else:
+                    fits = pyfuse3.readdir_reply(
+                        token, item.name, entry(node.ino, item.attrs), cookie(serial, index)
+                    )
+                if not fits:
+                    ready[index] = node  # for the next READDIR
                     asyncio.get_running_loop().call_soon(self._prepare, handle, index)
                     return
                 delivered += 1
@@ -161,10 +180,10 @@ class DirServer:
         handle.done = True
 
     def _prepare(self, handle: DirHandle, start: int) -> None:
-        """Build the next reply's entries (nodes and attributes) while the kernel digests
-        the last one: READDIR and the reader's own work in the kernel alternate, so what is
-        done between two READDIRs is off the reader's clock. Each prepared node holds one
-        lookup, so that no FORGET can release it before it is handed out."""
+        """Make the next reply's nodes while the kernel digests the last one: READDIR and
+        the reader's own work in the kernel alternate, so what is done between two READDIRs
+        is off the reader's clock. Each prepared node holds one lookup, so that no FORGET can
+        release it before it is handed out."""
         entries, ready = handle.entries, handle.ready
         if entries is None or handle.done or handle.dropped:
             return
@@ -178,8 +197,7 @@ class DirServer:
         for index in range(start, min(len(entries), start + PREPARE_AHEAD)):
             item = entries[index]
             if item is not None and index not in ready:
-                node = self.inodes.lookup_in(parent, item.name)
-                ready[index] = (node, self.entry(node.ino, item.attrs))
+                ready[index] = self.inodes.lookup_in(parent, item.name)
 
     def _dropped(self, handle: DirHandle) -> None:
         handle.dropped = True
@@ -190,7 +208,7 @@ class DirServer:
         if nothing was prepared for this stream since that round)."""
         if round is not None and round != handle.prepared_round:
             return
-        for node, _ in handle.ready.values():
+        for node in handle.ready.values():
             self.inodes.forget(node.ino, 1)
         handle.ready.clear()
 

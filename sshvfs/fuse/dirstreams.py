@@ -77,9 +77,9 @@ class DirHandle:
     arriving: set[bytes] | None = None
     #: why the listing ended early (raised once the entries before it are handed out)
     error: OSError | None = None
-    #: index -> (node, EntryAttributes) built ahead of the READDIR that hands them out,
-    #: each node holding one lookup until then (see DirServer._prepare)
-    ready: dict[int, tuple[Node, pyfuse3.EntryAttributes]] = field(default_factory=dict)
+    #: index -> node made ahead of the READDIR that hands it out, holding one lookup
+    #: until then (see DirServer._prepare)
+    ready: dict[int, Node] = field(default_factory=dict)
     #: ended or evicted: nothing more is prepared for it
     dropped: bool = False
     #: how many times entries were prepared for this stream

@@ -102,7 +102,14 @@ class Operations(pyfuse3.Operations):
         self._closing: set[asyncio.Task[None]] = set()
         self._next_fh = 1
         self.control = ctl.ControlDir(control, self.entry) if control is not None else None
-        self.dirs = DirServer(vfs, self.inodes, self.entry, self.control, kernel_dir_ttl)
+        self.dirs = DirServer(
+            vfs,
+            self.inodes,
+            self.entry,
+            self.control,
+            kernel_dir_ttl,
+            shown=None if self.ownership.identity else self.shown,
+        )
 
     # -- telling the kernel what we dropped -----------------------------------------------
 
@@ -154,6 +161,13 @@ class Operations(pyfuse3.Operations):
         e.st_mtime_ns = a.mtime_ns
         e.st_ctime_ns = a.mtime_ns  # SFTP has no ctime; mtime is the closest truth
         return e
+
+    def shown(self, a: Attrs) -> Attrs:
+        """The attributes as :meth:`entry` shows them (mode, uid and gid mapped)."""
+        own = self.ownership
+        return a._replace(
+            mode=own.shown_mode(a.mode), uid=own.shown_uid(a.uid), gid=own.shown_gid(a.gid)
+        )
 
     def _path(self, ino: int) -> bytes:
         return self.inodes.path(ino)

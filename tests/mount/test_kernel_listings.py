@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import threading
 import time
 
@@ -95,6 +96,60 @@ def test_concurrent_readers_get_whole_listings(module_mount: tuple[str, MountPro
     with os.scandir(mnt) as it:
         next(it)
     assert set(os.listdir(mnt)) == names | {f"added-{i}" for i in range(40)}
+
+
+def _odd_files(remote: str) -> None:
+    """Files whose every attribute differs from the defaults a reply starts from."""
+    os.makedirs(remote)
+    with open(os.path.join(remote, "big"), "wb") as f:
+        f.truncate(5 * 2**30 + 3)  # sparse: size past 32 bits, odd blocks
+    with open(os.path.join(remote, "small"), "wb") as f:
+        f.write(b"x" * 513)
+    os.link(os.path.join(remote, "small"), os.path.join(remote, "small-link"))
+    os.chmod(os.path.join(remote, "small"), 0o4751)
+    os.mkdir(os.path.join(remote, "sticky"), 0o1777)
+    os.chmod(os.path.join(remote, "sticky"), 0o1777)
+    os.symlink("small", os.path.join(remote, "sym"))
+    os.mkfifo(os.path.join(remote, "fifo"))
+    os.chown(os.path.join(remote, "small"), 4242, 4343)
+    os.utime(os.path.join(remote, "big"), (1_234_567_890, 4_000_000_123))  # past 2038
+    os.utime(os.path.join(remote, "small"), ns=(1_500_000_000_999_999_999, 17))
+
+
+@pytest.mark.parametrize("mapped", [False, True], ids=["as-is", "uid-gid-umask"])
+def test_listed_attributes_are_the_servers(sshd: Sshd, workdir: str, mapped: bool) -> None:
+    """``ls -l`` after a listing asks the daemon nothing: every attribute comes from the
+    readdirplus reply, and must be what a stat through the mount says (and the server's)."""
+    remote = os.path.join(workdir, "remote")
+    _odd_files(remote)
+    options = ["uid=1234,gid=4321,umask=027"] if mapped else []
+    with mounted(sshd, remote, os.path.join(workdir, "mnt"), options) as m:
+        names = sorted(os.listdir(m.mountpoint))
+        assert names == sorted(os.listdir(remote))
+        before = asked(m.mountpoint)
+        listed = {n: os.lstat(os.path.join(m.mountpoint, n)) for n in names}
+        assert asked(m.mountpoint) == before  # all of it from the listing
+        for name, got in listed.items():
+            want = os.lstat(os.path.join(remote, name))
+            mode = want.st_mode & ~0o027 if mapped else want.st_mode
+            uid, gid = (1234, 4321) if mapped else (want.st_uid, want.st_gid)
+            assert (got.st_mode, got.st_uid, got.st_gid) == (mode, uid, gid), name
+            assert (got.st_size, got.st_nlink) == (want.st_size, want.st_nlink), name
+            assert got.st_blocks == (want.st_size + 511) // 512, name
+            # SFTP times are whole seconds; ctime is the mtime (SFTP has none)
+            assert got.st_mtime_ns == want.st_mtime_ns // 10**9 * 10**9, name
+            assert got.st_ctime_ns == got.st_mtime_ns, name
+            assert got.st_atime_ns == want.st_atime_ns // 10**9 * 10**9, name
+        assert stat.S_ISFIFO(listed["fifo"].st_mode) and listed["small"].st_nlink == 2
+        touch_invalidate(m.mountpoint)  # and a stat of each, asked afresh, says the same
+        for name, got in listed.items():
+            again = os.lstat(os.path.join(m.mountpoint, name))
+            assert again.st_mtime_ns == got.st_mtime_ns and again.st_blocks == got.st_blocks
+            assert (again.st_mode, again.st_uid, again.st_size) == (
+                got.st_mode,
+                got.st_uid,
+                got.st_size,
+            ), name
 
 
 def one_file_dir(workdir: str) -> tuple[str, str]:
