@@ -143,15 +143,11 @@ class Operations(pyfuse3.Operations):
         e.generation = 0
         e.entry_timeout = self.timeouts.entry
         e.attr_timeout = self.timeouts.attr
-        own = self.ownership
-        if own.identity:
-            e.st_mode = pyfuse3.ModeT(a.mode)
-            e.st_uid = a.uid
-            e.st_gid = a.gid
-        else:
-            e.st_mode = pyfuse3.ModeT(own.shown_mode(a.mode))
-            e.st_uid = own.shown_uid(a.uid)
-            e.st_gid = own.shown_gid(a.gid)
+        if not self.ownership.identity:
+            a = self.shown(a)
+        e.st_mode = pyfuse3.ModeT(a.mode)
+        e.st_uid = a.uid
+        e.st_gid = a.gid
         e.st_nlink = a.nlink
         e.st_rdev = 0
         e.st_size = a.size
@@ -163,7 +159,8 @@ class Operations(pyfuse3.Operations):
         return e
 
     def shown(self, a: Attrs) -> Attrs:
-        """The attributes as :meth:`entry` shows them (mode, uid and gid mapped)."""
+        """The attributes as the kernel is shown them (mode, uid and gid mapped): what
+        :meth:`entry` and the READDIR replies' tuples carry."""
         own = self.ownership
         return a._replace(
             mode=own.shown_mode(a.mode), uid=own.shown_uid(a.uid), gid=own.shown_gid(a.gid)
