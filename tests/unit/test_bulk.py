@@ -16,6 +16,7 @@ import pytest
 
 from sshvfs.ssh import lister
 from sshvfs.vfs import bulk
+from sshvfs.vfs import listingparser as lp
 from sshvfs.vfs.bulk import (
     FIND_FORMAT,
     BulkCommandError,
@@ -71,6 +72,16 @@ HOSTILE = [
     b"semi;colon&amp|pipe>redir<",
     b"x" * 255,
 ]
+
+
+@pytest.fixture(autouse=True, params=["native", "python"])
+def parser_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with the C fast path of the parser and without it."""
+    if request.param == "native":
+        assert lp.native(), "the C parser (sshvfs/vfs/_findrecords.c) is not built: see setup.py"
+    else:
+        monkeypatch.setattr(lp, "_native", None)
+    return str(request.param)
 
 
 def _env(home: Path, path: str | None = None) -> dict[str, str]:
@@ -558,10 +569,10 @@ def test_batch_and_record_parsers_agree(tmp_path: Path) -> None:
     top = _hostile_tree(tmp_path)
     for command in (listing_command(top), tree_command(top, None)):
         fields = run_sh(command, tmp_path).stdout.split(b"\0")[:-1]
-        one_by_one = [bulk._parse_record(fields[i : i + 11], 0) for i in range(0, len(fields), 11)]
-        assert one_by_one and bulk._fast_batch(fields, 1) == one_by_one
-        seconds = bulk._fast_batch(fields, 10**9)
-        assert seconds == [(p, bulk._floored(e, 10**9)) for p, e in one_by_one]
+        one_by_one = [lp._parse_record(fields[i : i + 11], 0) for i in range(0, len(fields), 11)]
+        assert one_by_one and lp._fast_batch(fields, 1) == one_by_one
+        seconds = lp._fast_batch(fields, 10**9)
+        assert seconds == [(p, lp._floored(e, 10**9)) for p, e in one_by_one]
     # every single-field corruption: the batch declines (or agrees), one by one raises
     for i in range(len(GOOD)):
         for bad in (b"", b"x", b"-1", b"\xd9\xa3", b" 1", b"1" * 31, b"77777", b"9", b"/"):
@@ -569,15 +580,15 @@ def test_batch_and_record_parsers_agree(tmp_path: Path) -> None:
             record[i] = bad
             fields = [b"a", *GOOD[1:], *record]
             try:
-                expected = [bulk._parse_record(GOOD, 0), bulk._parse_record(record, 1)]
+                expected = [lp._parse_record(GOOD, 0), lp._parse_record(record, 1)]
             except BulkParseError:
-                assert bulk._fast_batch(fields, 1) is None, (i, bad)
+                assert lp._fast_batch(fields, 1) is None, (i, bad)
             else:
-                assert bulk._fast_batch(fields, 1) in (None, expected), (i, bad)
+                assert lp._fast_batch(fields, 1) in (None, expected), (i, bad)
     for path in (b"a//b", b"/a", b"a/", b"./a", b"a/./b", b"a/..", b"../a"):
-        assert bulk._fast_batch([path, *GOOD[1:]], 1) is None
+        assert lp._fast_batch([path, *GOOD[1:]], 1) is None
     data = _record(path=b"a/b/c", mtime=b"1.5000000000", atime=b"2.0000000000")
-    assert bulk._fast_batch(data.split(b"\0")[:-1], 1) == parse_listing(data)
+    assert lp._fast_batch(data.split(b"\0")[:-1], 1) == parse_listing(data)
 
 
 def test_time_resolution_floors() -> None:

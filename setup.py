@@ -1,0 +1,15 @@
+"""The one C extension: the fast path of the bulk-listing parser. ``optional``: without a
+compiler sshvfs installs all the same and parses in Python (sshvfs.vfs.listingparser)."""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "sshvfs.vfs._findrecords",
+            ["sshvfs/vfs/_findrecords.c"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
+            optional=True,
+        )
+    ]
+)
