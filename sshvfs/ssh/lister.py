@@ -33,6 +33,7 @@ from ..vfs.bulk import (
     probe_command,
     tree_command,
 )
+from ..vfs.listingparser import native
 from ..vfs.treestream import TreeStream
 from ..vfs.types import Entry, listing_progress, tree_progress
 from .shell import RemoteShell, ShellClosed
@@ -298,9 +299,11 @@ class ExecLister:
             self._available = True
             self._release(shell)
             log.debug(
-                "exec listing available: a shell starts in %.1f ms, runs a command in %.1f ms",
+                "exec listing available: a shell starts in %.1f ms, runs a command in %.1f ms;"
+                " output parsed in %s",
                 (self.start_latency or 0) * 1e3,
                 (self.latency or 0) * 1e3,
+                "C" if native() else "Python (the C parser is not built, see setup.py)",
             )
             return True
 

@@ -7,7 +7,7 @@ field count is caught. Output streams in: :class:`ListingParser` takes chunks sp
 anywhere. Three ways through a chunk, each exact for what it accepts:
 
 - the C extension ``_findrecords`` (built by ``pip install``, optional): one pass over the
-  bytes, ~15x faster than Python on a huge listing; it declines anything unusual;
+  bytes, ~4x faster than the Python paths on a huge listing; it declines anything unusual;
 - :func:`_fast_batch`: whole records at once, column by column in C builtins;
 - :func:`_parse_record`: record by record, the reference, raising the precise error.
 
