@@ -4,8 +4,9 @@ It lives on reserved inode numbers (checked before any remote lookup), is never 
 the root's readdir (so ``cp -r``, ``find`` and ``rsync`` never see it) and is reachable by
 path. Bad writes get EINVAL and a warning in the log; nothing outside the mount is touched.
 
-- ``invalidate``: touch it to drop every cache (ours and the kernel's); write mount paths
-  into it, one per line, to drop those subtrees.
+- ``invalidate``: touch it (or close it having written no path: ``echo > invalidate``) to
+  drop every cache (ours and the kernel's); write mount paths into it, one per line, to
+  drop those subtrees.
 - ``prefetch``: write a mount path to fetch that whole subtree's listings in one go.
 - ``cwd``: write the remote shell's current directory (a remote absolute path); read back
   the matching local path inside the mount. ``here`` is a symlink to it.
@@ -94,6 +95,10 @@ class _Handle:
     ino: int
     snapshot: bytes = b""
     pending: bytes = b""
+    #: ``invalidate`` opened for writing: with no path written by its close, it is a touch
+    touch_at_close: bool = False
+    #: ControlDir._full_drops when it was opened (a touch in between already did it)
+    full_drops: int = 0
 
 
 class ControlDir:
@@ -101,6 +106,7 @@ class ControlDir:
         self.state = state
         self._entry = entry
         self._handles: dict[int, _Handle] = {}
+        self._full_drops = 0  # times every cache was dropped
         self._uid = os.getuid()
         self._gid = os.getgid()
 
@@ -167,7 +173,8 @@ class ControlDir:
         writing = flags & os.O_ACCMODE != os.O_RDONLY
         if writing and ino not in WRITABLE:
             raise pyfuse3.FUSEError(errno.EACCES)
-        self._handles[fh] = _Handle(ino, self._content(ino))
+        touch = writing and ino == INVALIDATE_INODE
+        self._handles[fh] = _Handle(ino, self._content(ino), b"", touch, self._full_drops)
         return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), direct_io=True, keep_cache=False)
 
     def owns(self, fh: int) -> bool:
@@ -181,31 +188,46 @@ class ControlDir:
         data = handle.pending + buf
         if len(data) > 64 * LINE_MAX:
             handle.pending = b""
+            handle.touch_at_close = False
             raise pyfuse3.FUSEError(errno.EINVAL)
         *lines, handle.pending = data.split(b"\n")
         for line in lines:
             if line.strip():
+                handle.touch_at_close = False
                 await self._apply(handle.ino, line)
         return len(buf)
 
     async def flush(self, fh: int) -> None:
+        """At close: the last line if it had no newline. ``echo > invalidate`` and
+        ``: > invalidate`` write no path: like ``touch``, they drop every cache."""
         handle = self._handles.get(fh)
-        if handle is not None and handle.pending.strip():
+        if handle is None:
+            return
+        if handle.pending.strip():
             line, handle.pending = handle.pending, b""
+            handle.touch_at_close = False
             await self._apply(handle.ino, line)
+        elif handle.touch_at_close:
+            handle.touch_at_close = False
+            if handle.full_drops == self._full_drops:  # else touch's utime just did it
+                await self._drop_all()
 
     def release(self, fh: int) -> None:
         self._handles.pop(fh, None)
 
     async def setattr(self, ino: int, fields: pyfuse3.SetattrFields) -> pyfuse3.EntryAttributes:
         if ino == INVALIDATE_INODE and (fields.update_mtime or fields.update_atime):
-            log.info("invalidate: dropping every cache")
-            await self.state.invalidate(None)
+            await self._drop_all()
         elif ino not in WRITABLE and (fields.update_size or fields.update_mode):
             raise pyfuse3.FUSEError(errno.EACCES)
         return self.entry(ino)
 
     # -- actions -----------------------------------------------------------------------
+
+    async def _drop_all(self) -> None:
+        log.info("invalidate: dropping every cache")
+        self._full_drops += 1
+        await self.state.invalidate(None)
 
     async def _apply(self, ino: int, line: bytes) -> None:
         if ino == CWD_INODE:

@@ -126,6 +126,21 @@ def test_invalidate_one_subtree_keeps_the_rest(module_mount: tuple[str, MountPro
     assert os.listdir(os.path.join(mnt, "b")) == ["late"]
 
 
+@pytest.mark.parametrize(
+    "command", [": > invalidate", "echo > invalidate", "printf '\\n\\n' >> invalidate"]
+)
+def test_closing_invalidate_with_no_path_drops_everything(
+    module_mount: tuple[str, MountProcess], command: str
+) -> None:
+    remote, mnt = fresh(module_mount)
+    assert os.listdir(mnt) == []
+    open(os.path.join(remote, "late"), "w").close()
+    assert os.listdir(mnt) == []  # cached
+    control = os.path.join(module_mount[1].mountpoint, ".sshvfs")
+    subprocess.run(["sh", "-c", command], cwd=control, check=True)
+    assert os.listdir(mnt) == ["late"]
+
+
 def test_own_operations_visible_immediately(module_mount: tuple[str, MountProcess]) -> None:
     remote, mnt = fresh(module_mount)
     assert os.listdir(mnt) == []
