@@ -272,7 +272,7 @@ class Operations(pyfuse3.Operations):
             await self.vfs.utimens(path, atime_ns, mtime_ns)
         attrs = await self.vfs.lstat(path)
         if node.owned is not None:
-            node.owned = attrs
+            node.owned = attrs  # no write ran meanwhile: the kernel holds the inode lock
         return self.entry(inode, attrs)
 
     async def _setattr_owned(
@@ -474,6 +474,7 @@ class Operations(pyfuse3.Operations):
             return self.control.open(self._fh(), inode, flags)
         node = self.inodes.get(inode)
         path = self._path(inode)
+        owned = node.owned
         file = await self.vfs.open(path, flags & ~os.O_CREAT)
         info = self._register(node, file, flags)
         # keep the kernel's page cache only if the file is unchanged since it was filled
@@ -483,7 +484,11 @@ class Operations(pyfuse3.Operations):
             attrs = None
         stamp = (attrs.size, attrs.mtime_ns) if attrs is not None else None
         if node.owned is not None:
-            node.owned = attrs  # e.g. truncated by this open
+            # e.g. truncated by this open. A write through another handle meanwhile (the
+            # kernel does not hold the inode lock for an OPEN) left what we fetched behind:
+            # the kernel must never be told a size below what it wrote (its O_APPEND
+            # offset is its own idea of the size), so then only the server knows
+            node.owned = attrs if node.owned is owned else None
         info.keep_cache = stamp is not None and node.stamp == stamp and not flags & os.O_TRUNC
         node.stamp = stamp
         return info
