@@ -14,7 +14,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from . import __version__
+from . import __version__, warnroute
 from .config import OPTIONS, MountOptions, apply_options, parse_target
 from .errors import UserError
 from .unsupported import UNSUPPORTED
@@ -399,6 +399,7 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    warnroute.route()  # before anything imports asyncssh
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if not argv:

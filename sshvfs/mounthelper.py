@@ -22,6 +22,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from . import warnroute
 from .errors import UserError
 
 TYPES = ("fuse.sshvfs", "sshvfs", "fuse")
@@ -87,6 +88,7 @@ def run(argv: Sequence[str], prog: str = "mount.sshvfs") -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    warnroute.route()  # before anything imports asyncssh
     prog = os.path.basename(sys.argv[0]) if argv is None else "mount.sshvfs"
     if not prog.startswith("mount."):
         prog = "mount.sshvfs"
