@@ -247,8 +247,10 @@ class Operations(pyfuse3.Operations):
             known = await self._setattr_owned(node, attr, fields)
             if known is not None:
                 return self.entry(inode, known)
-        path = self._path(inode)
         of = self._files.get(fh) if fh is not None else None
+        if of is not None and not node.attached:
+            return self.entry(inode, await self._setattr_detached(of, attr, fields))
+        path = self._path(inode)
         if fields.update_size:
             if of is not None and of.writable:
                 await of.file.truncate(attr.st_size)
@@ -274,6 +276,28 @@ class Operations(pyfuse3.Operations):
         if node.owned is not None:
             node.owned = attrs  # no write ran meanwhile: the kernel holds the inode lock
         return self.entry(inode, attrs)
+
+    async def _setattr_detached(
+        self, of: OpenFile, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields
+    ) -> Attrs:
+        """A setattr through a handle whose file was unlinked or renamed over: its path
+        names another file now (or none), so everything goes through the handle."""
+        if fields.update_uid or fields.update_gid:
+            raise pyfuse3.FUSEError(errno.EPERM)  # SFTP has no chown through a handle
+        if fields.update_size:
+            await of.file.truncate(attr.st_size)
+        mode = attr.st_mode & 0o7777 if fields.update_mode else None
+        times: tuple[int, int] | None = None
+        if fields.update_atime or fields.update_mtime:
+            current = await of.file.fstat()
+            times = (
+                attr.st_atime_ns if fields.update_atime else current.atime_ns,
+                attr.st_mtime_ns if fields.update_mtime else current.mtime_ns,
+            )
+        if mode is not None or times is not None:
+            await of.file.setstat(mode, times)
+            await of.file.flush()  # setstat rides the write pipeline: its error shows here
+        return await of.file.fstat()
 
     async def _setattr_owned(
         self, node: Node, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields

@@ -32,6 +32,9 @@ class CachedFile:
         self._times_set = False
         #: the cache's generation of the path after our last change
         self._gen: tuple[int, int] | None = None
+        #: ... and when opened: what fstat learns is the path's only while it is unchanged
+        #: (a rename over it or an unlink leaves this handle on another file)
+        self._opened_gen = vfs._generation(inner.path)
 
     @property
     def path(self) -> bytes:
@@ -62,8 +65,9 @@ class CachedFile:
 
     async def fstat(self) -> Attrs:
         attrs = await self._inner.fstat()
-        if not self._written:  # e.g. right after a create: the truth, learnt for free
-            path = self._inner.path
+        path = self._inner.path
+        if not self._written and self._vfs._generation(path) == self._opened_gen:
+            # e.g. right after a create: the truth, learnt for free
             self._vfs._learn(path, attrs)
             if attrs.nlink == 1 and _stat.S_ISREG(attrs.mode):
                 self._shadow, self._gen = attrs, self._vfs._generation(path)

@@ -280,14 +280,20 @@ class SftpVFS:
         action: Callable[[], Awaitable[T]],
         explain: Callable[[], Awaitable[int | None]] | None = None,
         idempotent: bool = True,
+        other_channel: bool = False,
     ) -> T:
         """Run ``action``; on an ambiguous failure ask ``explain`` for the real errno.
 
         A connection lost before the request was sent, or during an ``idempotent`` one, is
-        waited out (a reconnect, bounded by the deadline) and the action runs once more."""
+        waited out (a reconnect, bounded by the deadline) and the action runs once more.
+        Every write answered before the call is on the SFTP channel ahead of the action's
+        requests, or answered by the server when the action may use ``other_channel`` (the
+        exec channel): see :class:`~sshvfs.vfs.writeorder.WriteOrder`."""
+        order = self._streaming.order
 
         async def attempt() -> T:
             try:
+                await (order.done_before() if other_channel else order.sent_before())
                 return await action()
             except (asyncssh.SFTPFailure, asyncssh.SFTPNoSuchFile) as exc:
                 # OpenSSH also folds ENOTDIR and ELOOP into NO_SUCH_FILE
@@ -349,7 +355,10 @@ class SftpVFS:
 
     async def readdir(self, path: bytes) -> list[Entry]:
         remote = self.remote(path)
-        return await self._op(path, lambda: self._listings.listing(path, remote))
+        # a huge directory is listed over the exec channel
+        return await self._op(
+            path, lambda: self._listings.listing(path, remote), other_channel=True
+        )
 
     @property
     def lister(self) -> ExecLister | None:
@@ -519,7 +528,12 @@ class SftpVFS:
     async def truncate(self, path: bytes, size: int) -> None:
         # OpenSSH's lsetstat refuses a size; a size only ever reaches regular files anyway
         remote = self.remote(path)
-        await self._op(path, lambda: self._sftp.setstat(remote, asyncssh.SFTPAttrs(size=size)))
+
+        async def action() -> None:
+            self._streaming.changed(path)  # what open handles read ahead of it is stale
+            await self._sftp.setstat(remote, asyncssh.SFTPAttrs(size=size))
+
+        await self._op(path, action)
 
     async def utimens(self, path: bytes, atime_ns: int, mtime_ns: int) -> None:
         await self._setstat(path, setstat_attrs(times=(atime_ns, mtime_ns)))
@@ -552,7 +566,9 @@ class SftpVFS:
         if self._listings.bulk is None:
             return None
         remote = self.remote(path)
-        return await self._op(path, lambda: self._listings.tree(path, remote, max_entries))
+        return await self._op(
+            path, lambda: self._listings.tree(path, remote, max_entries), other_channel=True
+        )
 
     async def close(self) -> None:
         async def action() -> None:

@@ -12,7 +12,8 @@ import asyncio
 import errno
 import logging
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
@@ -118,6 +119,7 @@ class SftpFile:
     async def _fetch(self, offset: int, size: int) -> bytes:
         for tries in (1, 2):
             try:
+                await self._streaming.order.sent_before()  # never behind an answered write
                 handle = (
                     self._handle
                     if self._generation == self._vfs.generation
@@ -139,11 +141,24 @@ class SftpFile:
             return data
         raise AssertionError("unreachable")
 
-    async def _send(self, offset: int, data: memoryview) -> None:
+    def _send(self, offset: int, data: memoryview) -> Coroutine[Any, Any, None]:
+        # a plain function: the ticket is taken when WriteBehind creates the request's task,
+        # so every observing request started after that waits for it (see WriteOrder)
+        return self._send_ticket(self._streaming.order.issue(), offset, data)
+
+    async def _send_ticket(self, ticket: int, offset: int, data: memoryview) -> None:
+        order = self._streaming.order
+        try:
+            await self._send_now(ticket, offset, data)
+        finally:
+            order.done(ticket)
+
+    async def _send_now(self, ticket: int, offset: int, data: memoryview) -> None:
         if self._lost_writes:
             raise fs_error(errno.EIO, self._path, "earlier writes were lost with the connection")
         try:
             handle = await self._live_handle()
+            self._streaming.order.sent(ticket)  # true from here: the write below sends at once
             # any bytes-like will do: asyncssh only concatenates it into the packet
             await handle.write(data, offset)  # type: ignore[type-var]
         except _LOST as exc:
@@ -279,6 +294,7 @@ class SftpFile:
 
         async def op() -> None:
             await self._writer.barrier()
+            await self._streaming.order.sent_before()
             self._streaming.changed(self._path)
             await self._handle.truncate(size)  # after every write sent before it
 
@@ -291,6 +307,7 @@ class SftpFile:
 
         async def op() -> Attrs:
             await self._writer.barrier()
+            await self._streaming.order.sent_before()
             return _attrs(await self._handle.stat())  # sees every write sent before it
 
         return await self._vfs._run(op(), self._path)

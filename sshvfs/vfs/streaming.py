@@ -21,6 +21,7 @@ from ..ssh.cork import Cork, socket_of
 from ..transfers import Transfers
 from .budget import ByteBudget
 from .readahead import ReadAhead
+from .writeorder import WriteOrder
 
 if TYPE_CHECKING:
     import asyncssh
@@ -58,6 +59,8 @@ class Streaming:
         self.read_budget = ByteBudget(limits.read_budget)
         self.write_budget = ByteBudget(limits.write_budget)
         self._readers: dict[bytes, set[ReadAhead]] = {}
+        #: writes answered before the server has them: what observing requests wait for
+        self.order = WriteOrder()
         # bytes handed to write-behind by FUSE writes, and bytes settled (acknowledged,
         # failed or refused) by the writers: one writer each, so no lock is needed
         self.write_submitted = 0
