@@ -142,6 +142,10 @@ def setstat_attrs(
     if times is not None:
         attrs.atime, attrs.atime_ns = divmod(times[0], 1_000_000_000)
         attrs.mtime, attrs.mtime_ns = divmod(times[1], 1_000_000_000)
+        if not (0 <= attrs.atime < 1 << 32 and 0 <= attrs.mtime < 1 << 32):
+            # SFTP v3 sends times as unsigned 32-bit seconds: EOVERFLOW, as for a value that
+            # does not fit the target's type (utimensat's own EINVAL means a bad nsec field)
+            raise fs_error(errno.EOVERFLOW, detail="SFTP holds times from 1970 to 2106 only")
     return attrs
 
 

@@ -425,3 +425,28 @@ def test_xattrs_unsupported_without_round_trips(module_mount: tuple[str, MountPr
     with pytest.raises(OSError) as e:
         os.setxattr(path, "user.test", b"v")
     assert e.value.errno == errno.ENOTSUP
+
+
+def test_times_sftp_cannot_hold_are_eoverflow(module_mount: tuple[str, MountProcess]) -> None:
+    remote, mnt = fresh(module_mount)
+    path = os.path.join(mnt, "f")
+    with open(path, "wb") as f:
+        f.write(b"data")
+    os.utime(path, ns=(1_700_000_000 * 10**9, 1_700_000_000 * 10**9))
+    for bad in (1 << 32, -1):
+        with pytest.raises(OSError) as info:
+            os.utime(path, ns=(bad * 10**9, bad * 10**9))
+        assert info.value.errno == errno.EOVERFLOW
+    # a file this mount made and holds open: futimens is answered from what the mount knows
+    fd = os.open(os.path.join(mnt, "g"), os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"x")
+        with pytest.raises(OSError) as info:
+            os.utime(fd, ns=((1 << 33) * 10**9, (1 << 33) * 10**9))
+        assert info.value.errno == errno.EOVERFLOW
+    finally:
+        os.close(fd)
+    # nothing lost or changed on the way
+    assert os.stat(os.path.join(remote, "f")).st_mtime_ns == 1_700_000_000 * 10**9
+    with open(os.path.join(remote, "g"), "rb") as f:
+        assert f.read() == b"x"
