@@ -223,7 +223,9 @@ class Operations(pyfuse3.Operations):
         if not node.attached:
             for of in self._files.values():  # unlinked but open: ask the handle
                 if of.node is node:
-                    return self.entry(inode, await of.file.fstat())
+                    attrs = await of.file.fstat()
+                    # SFTP v3 attributes carry no link count (1 is assumed): this name is gone
+                    return self.entry(inode, attrs._replace(nlink=0) if attrs.nlink <= 1 else attrs)
             raise pyfuse3.FUSEError(errno.ENOENT)
         if node.owned is not None:
             # the kernel asks before every chown (to recompute setuid bits): a file this

@@ -450,3 +450,43 @@ def test_times_sftp_cannot_hold_are_eoverflow(module_mount: tuple[str, MountProc
     assert os.stat(os.path.join(remote, "f")).st_mtime_ns == 1_700_000_000 * 10**9
     with open(os.path.join(remote, "g"), "rb") as f:
         assert f.read() == b"x"
+
+
+@pytest.mark.parametrize("made_here", [True, False], ids=["created", "existing"])
+def test_an_open_file_outlives_its_name(
+    module_mount: tuple[str, MountProcess], made_here: bool
+) -> None:
+    remote, mnt = fresh(module_mount)
+    path = os.path.join(mnt, "f")
+    data = random.Random(3).randbytes(300_001)
+    if made_here:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, data)
+    else:
+        with open(path, "wb") as f:  # written and closed: the kernel's pages can go
+            f.write(data)
+        fd = os.open(path, os.O_RDWR)
+    try:
+        os.unlink(path)
+        st = os.fstat(fd)
+        assert (st.st_nlink, st.st_size) == (0, len(data))
+        assert os.pread(fd, len(data) + 10, 0) == data
+        os.pwrite(fd, b"MORE", len(data))
+        assert os.fstat(fd).st_size == len(data) + 4
+        # the name is free at once, and the new file is another one
+        fd2 = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd2, b"new")
+        finally:
+            os.close(fd2)
+        os.ftruncate(fd, 10)
+        assert os.pread(fd, 100, 0) == data[:10]
+        assert os.fstat(fd).st_size == 10
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    with open(path, "rb") as f:
+        assert f.read() == b"new"
+    assert os.listdir(remote) == ["f"]
+    with open(os.path.join(remote, "f"), "rb") as f:
+        assert f.read() == b"new"
