@@ -429,7 +429,7 @@ class Operations(pyfuse3.Operations):
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         await self.vfs.unlink(self._child_path(parent_inode, name))
         self.dirs.changed(parent_inode)
-        self.inodes.remove(parent_inode, name)
+        self._orphan(self.inodes.remove(parent_inode, name))
 
     @guard
     async def rename(
@@ -452,9 +452,12 @@ class Operations(pyfuse3.Operations):
                 pass
             else:
                 raise pyfuse3.FUSEError(errno.EEXIST)
+        replaced = self.inodes.find(new)
         await self.vfs.rename(old, new)
         self.dirs.changed(parent_inode_old, parent_inode_new)
         self.inodes.rename(parent_inode_old, name_old, parent_inode_new, name_new)
+        if replaced is not None and not replaced.attached:
+            self._orphan(replaced)
 
     @guard
     async def symlink(
@@ -534,6 +537,13 @@ class Operations(pyfuse3.Operations):
         info = self._register(node, file, flags, created=True)
         node.owned = attrs
         return info, self.entry(node.ino, attrs)
+
+    def _orphan(self, node: Node | None) -> None:
+        """``node``'s name is gone: its open handles must never be reopened by path."""
+        if node is not None and node.opens:
+            for of in self._files.values():
+                if of.node is node:
+                    of.file.orphan()
 
     def _file(self, fh: int) -> OpenFile:
         of = self._files.get(fh)

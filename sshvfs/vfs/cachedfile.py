@@ -47,6 +47,9 @@ class CachedFile:
         self._vfs._mark(path)
         self._gen = self._vfs._generation(path)
 
+    def orphan(self) -> None:
+        self._inner.orphan()
+
     async def read(self, offset: int, size: int) -> bytes:
         self._shadow = None  # a read may move the atime on the server
         return await self._inner.read(offset, size)

@@ -38,6 +38,9 @@ class LocalFile:
     def path(self) -> bytes:
         return self._path
 
+    def orphan(self) -> None:
+        pass  # a local descriptor is never reopened
+
     async def read(self, offset: int, size: int) -> bytes:
         def op() -> bytes:
             chunks, got = [], 0

@@ -62,6 +62,7 @@ class SftpFile:
         self._generation = vfs.generation
         self._reopening: asyncio.Lock | None = None
         self._lost_writes = False
+        self._orphaned = False  # its path names another file now: never reopen by it
         self._streaming = streaming
         limits = streaming.limits
         self._reader = ReadAhead(
@@ -94,6 +95,9 @@ class SftpFile:
     def path(self) -> bytes:
         return self._path
 
+    def orphan(self) -> None:
+        self._orphaned = True
+
     # -- asyncio side: what the ReadAhead and WriteBehind call ------------------------------
 
     async def _live_handle(self) -> asyncssh.SFTPClientFile:
@@ -104,6 +108,9 @@ class SftpFile:
             self._reopening = asyncio.Lock()
         async with self._reopening:
             if self._generation != self._vfs.generation:
+                if self._orphaned:
+                    # unlinked or renamed over while open: its name would reach another file
+                    raise fs_error(errno.EIO, self._path, "file removed, lost with the connection")
                 await self._vfs.connected()
                 generation = self._vfs.generation
                 self._handle = await self._vfs.sftp.open(

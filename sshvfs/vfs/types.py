@@ -110,6 +110,11 @@ class VFSFile(Protocol):
     @property
     def path(self) -> bytes: ...
 
+    def orphan(self) -> None:
+        """Its path no longer names this file (unlinked, or renamed over): it must never be
+        reopened by that path (e.g. after a reconnect), which would reach another file."""
+        ...
+
     async def read(self, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes at ``offset``; fewer only at end of file."""
         ...
