@@ -85,10 +85,15 @@ def mounted(
             time.sleep(0.05)
         yield handle
     finally:
-        force_unmount(mountpoint)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(5)
-        force_unmount(mountpoint)
+        unmount_and_reap(proc, mountpoint)
+
+
+def unmount_and_reap(proc: subprocess.Popen[bytes], mountpoint: str) -> None:
+    """Unmount, wait for the serving process (killed after 15 s), unmount whatever is left."""
+    force_unmount(mountpoint)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(5)
+    force_unmount(mountpoint)

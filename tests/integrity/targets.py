@@ -5,12 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
 
-from ..mounting import force_unmount, is_mounted, mounted
+from ..mounting import is_mounted, mounted, unmount_and_reap
 from ..sshd import Sshd
 
 TARGETS = ("sshvfs", "sshfs")
@@ -48,13 +47,7 @@ def mount_sshfs(
             time.sleep(0.05)
         yield mountpoint
     finally:
-        force_unmount(mountpoint)  # fusermount3 -u, then -u -z
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(5)
-        force_unmount(mountpoint)
+        unmount_and_reap(proc, mountpoint)
 
 
 @contextlib.contextmanager
