@@ -156,13 +156,22 @@ MaxSessions 20
             return ""
 
     def session_pids(self) -> list[int]:
-        """The per-connection sshd processes (children of the listener)."""
+        """The per-connection sshd processes and everything below them (OpenSSH's privsep
+        child holds the connection and outlives its killed parent for a moment), parents
+        first."""
         if self.proc is None:
             return []
-        out = subprocess.run(
-            ["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True
-        ).stdout
-        return [int(x) for x in out.split()]
+        out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True)
+        children: dict[int, list[int]] = {}
+        for line in out.stdout.splitlines():
+            pid, ppid = (int(x) for x in line.split())
+            children.setdefault(ppid, []).append(pid)
+        found, todo = [], list(children.get(self.proc.pid, []))
+        while todo:
+            pid = todo.pop(0)
+            found.append(pid)
+            todo.extend(children.get(pid, []))
+        return found
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
