@@ -58,11 +58,6 @@ class WriteOrder:
         self._undone.discard(ticket)
         self._wake()
 
-    @property
-    def pending(self) -> int:
-        """Write requests not yet answered."""
-        return len(self._undone)
-
     async def sent_before(self) -> None:
         """Wait until every write issued before this call has been sent."""
         await self._wait(self._unsent)
