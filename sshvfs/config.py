@@ -108,6 +108,20 @@ OPTIONS: dict[str, Option] = {
             attr="server_alive_count_max",
         ),
         Option("ProxyJump", "str", None, "jump host(s), as in ssh_config", attr="proxy_jump"),
+        Option(
+            "transport",
+            "choice",
+            "auto",
+            "SSH client: openssh (the ssh program, one -M master a mount), asyncssh"
+            " (in-process), auto (openssh when ssh is installed)",
+            ("auto", "openssh", "asyncssh"),
+        ),
+        Option(
+            "ssh_command",
+            "str",
+            None,
+            "the ssh program and arguments for transport=openssh (as sshfs's ssh_command)",
+        ),
         Option("allow_other", "flag", False, "let other users access the mount"),
         Option("allow_root", "flag", False, "let root access the mount"),
         Option("default_permissions", "flag", False, "let the kernel check permissions"),
@@ -346,6 +360,8 @@ class MountOptions:
     server_alive_interval: float = 15.0
     server_alive_count_max: int = 3
     proxy_jump: str | None = None
+    transport: str = "auto"
+    ssh_command: str | None = None
     allow_other: bool = False
     allow_root: bool = False
     default_permissions: bool = False

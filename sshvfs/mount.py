@@ -214,6 +214,7 @@ class Mount:
             "pid": os.getpid(),
             "host": self.target.host,
             "port": conn.port if conn else None,
+            "transport": conn.transport if conn else None,
             "remote_root": os.fsdecode(conn.root) if conn else None,
             "remote_home": os.fsdecode(conn.home) if conn else None,
             "mountpoint": self.mountpoint,

@@ -47,9 +47,6 @@ UNSUPPORTED: dict[str, Unsupported] = {
     "max_conns": Unsupported("one connection already carries many requests in flight"),
     "ssh_protocol=2": Unsupported("", "silent"),
     "ssh_protocol": Unsupported("only SSH protocol 2 is supported", "reject"),
-    "ssh_command": Unsupported(
-        "sshvfs is its own SSH client; use ProxyCommand, ProxyJump or -F ssh_config", "reject"
-    ),
     "sftp_server": Unsupported("only the server's sftp subsystem can be used", "reject"),
     "directport": Unsupported("sshvfs always speaks SFTP inside SSH", "reject"),
     "passive": Unsupported("sshvfs cannot serve SFTP over its stdin/stdout", "reject"),

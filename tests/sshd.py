@@ -68,11 +68,14 @@ class Sshd:
         return pwd.getpwuid(os.getuid()).pw_name
 
     def mount_options(self) -> list[str]:
-        """``-o`` values that make a mount trust this server."""
+        """``-o`` values that make a mount trust this server; ``SSHVFS_TEST_TRANSPORT``
+        (openssh, asyncssh) picks the transport, else the mount's default decides."""
+        transport = os.environ.get("SSHVFS_TEST_TRANSPORT")
         return [
             f"port={self.port}",
             f"IdentityFile={self.client_key}",
             f"UserKnownHostsFile={self.known_hosts}",
+            *([f"transport={transport}"] if transport else []),
         ]
 
     def ssh_args(self) -> list[str]:

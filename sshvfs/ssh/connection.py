@@ -1,4 +1,5 @@
-"""The SSH connection: options -> asyncssh, host key policy, clear errors, exec and SFTP.
+"""The SSH connection: options -> a transport (OpenSSH or asyncssh), host key policy,
+clear errors, exec and SFTP.
 
 Everything here runs on the asyncio loop owned by :class:`sshvfs.ssh.bridge.Bridge`.
 """
@@ -17,6 +18,7 @@ import asyncssh
 
 from ..config import MountOptions, Target
 from ..errors import UserError
+from ..transport import openssh, sftppipe
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +102,8 @@ class _Client(asyncssh.SSHClient):
 class Connection:
     """One SSH connection and its SFTP session."""
 
-    conn: asyncssh.SSHClientConnection
+    #: runs remote commands (create_process, run) and owns the connection (close)
+    conn: Any
     sftp: asyncssh.SFTPClient
     #: absolute remote directory that is the mount root
     root: bytes
@@ -108,6 +111,8 @@ class Connection:
     port: int
     #: the login directory (what ``~`` means in the remote shell)
     home: bytes = b""
+    #: "openssh" (conn is a :class:`~sshvfs.transport.openssh.Master`) or "asyncssh"
+    transport: str = "asyncssh"
 
     async def close(self) -> None:
         try:
@@ -216,8 +221,20 @@ async def connect(
     opts: MountOptions,
     on_lost: Callable[[Exception | None], None] | None = None,
 ) -> Connection:
-    """Connect, authenticate, check the host key, start SFTP and resolve the root.
-    ``on_lost`` is called (on the asyncio loop) if the connection later drops."""
+    """Connect, authenticate, check the host key, start SFTP and resolve the root, over
+    the transport the options choose. ``on_lost`` is called (on the asyncio loop) if the
+    connection later drops."""
+    if transport_for(opts) == "openssh":
+        return await connect_openssh(target, opts, on_lost)
+    return await connect_asyncssh(target, opts, on_lost)
+
+
+async def connect_asyncssh(
+    target: Target,
+    opts: MountOptions,
+    on_lost: Callable[[Exception | None], None] | None = None,
+) -> Connection:
+    """The in-process transport: asyncssh's SSH client."""
     kw = connect_kwargs(target, opts)
     policy = HostKeyPolicy.from_options(opts)
     known = policy.load()
@@ -260,6 +277,13 @@ async def connect(
     except (asyncssh.Error, OSError) as exc:
         conn.close()
         raise UserError(f"{where} offers no SFTP subsystem: {exc}") from exc
+    return await _resolve(conn, sftp, target, port, where, "asyncssh")
+
+
+async def _resolve(
+    conn: Any, sftp: asyncssh.SFTPClient, target: Target, port: int, where: str, transport: str
+) -> Connection:
+    """Find the login directory and the mount root (which must be a directory)."""
     try:
         home = await sftp.realpath(b".")
         root = await sftp.realpath(target.path or b".")
@@ -267,11 +291,61 @@ async def connect(
     except asyncssh.SFTPError as exc:
         conn.close()
         raise UserError(f"remote path '{os.fsdecode(target.path)}': {exc.reason}") from exc
+    except (asyncssh.Error, OSError) as exc:
+        conn.close()
+        raise UserError(f"{where}: the SFTP session ended at once ({exc})") from exc
     if not attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY and not (
         attrs.permissions is not None and (attrs.permissions & 0o170000) == 0o040000
     ):
         conn.close()
         raise UserError(f"remote path '{os.fsdecode(target.path)}' is not a directory")
     assert isinstance(root, bytes) and isinstance(home, bytes)
-    log.info("connected to %s, remote root %s", where, os.fsdecode(root))
-    return Connection(conn=conn, sftp=sftp, root=root, host=target.host, port=port, home=home)
+    log.info("connected to %s over %s, remote root %s", where, transport, os.fsdecode(root))
+    return Connection(
+        conn=conn,
+        sftp=sftp,
+        root=root,
+        host=target.host,
+        port=port,
+        home=home,
+        transport=transport,
+    )
+
+
+def transport_for(opts: MountOptions) -> str:
+    """``transport=auto`` is OpenSSH when its client is installed, else asyncssh."""
+    if opts.transport != "auto":
+        return opts.transport
+    return "openssh" if openssh.available(opts) else "asyncssh"
+
+
+async def connect_openssh(
+    target: Target,
+    opts: MountOptions,
+    on_lost: Callable[[Exception | None], None] | None = None,
+) -> Connection:
+    """The OpenSSH transport: an ``ssh -M`` master, SFTP and commands over it."""
+    port = opts.port or 22
+    where = f"{target.host}:{port}" if opts.port else target.host
+    policy = HostKeyPolicy.from_options(opts)
+    master = openssh.Master(target, opts)
+    await master.start(where, ", ".join(policy.files) or "known_hosts")
+    try:
+        proc = await master.sftp_process()
+        sftp, receiving = await asyncio.wait_for(
+            sftppipe.start_client(proc, master.server_version), opts.connect_timeout or 60
+        )
+    except (asyncssh.Error, OSError, EOFError, TimeoutError) as exc:
+        master.close()
+        await master.wait_closed()
+        raise UserError(f"{where} offers no SFTP subsystem: {exc or type(exc).__name__}") from exc
+    conn = await _resolve(master, sftp, target, port, where, "openssh")
+    if on_lost is not None:
+        master.on_lost = on_lost
+
+        def sftp_ended(_: asyncio.Task[None]) -> None:
+            if not master.closing:
+                on_lost(ConnectionError("the SFTP session ended"))
+
+        receiving.add_done_callback(sftp_ended)
+    return conn

@@ -172,7 +172,7 @@ def test_mount_refuses_an_unknown_option_in_one_line(
     try:
         for bad, words in (
             ("no_such_opt", "unknown option 'no_such_opt'"),
-            ("ssh_command=ssh", "option 'ssh_command=ssh' is not supported: sshvfs is its own"),
+            ("sftp_server=/x", "option 'sftp_server=/x' is not supported: only the server's"),
         ):
             proc = run(["mount", "-t", "fuse.sshvfs", source, mnt, "-o", fstab_options(sshd, bad)])
             assert proc.returncode != 0

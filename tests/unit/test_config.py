@@ -131,7 +131,7 @@ def test_options_that_are_already_our_behaviour_are_silent(option: str) -> None:
 @pytest.mark.parametrize(
     "option, words",
     [
-        ("ssh_command=ssh -v", "own SSH client"),
+        ("sftp_server=/usr/lib/sftp-server", "subsystem"),
         ("password_stdin", "use a key"),
         ("idmap=file", "idmap=user"),
         ("uidfile=/etc/map", "idmap=file"),
@@ -160,7 +160,7 @@ def test_unknown_option_names_it_and_lists_the_valid_ones() -> None:
 def test_sloppy_turns_unknown_options_into_warnings() -> None:
     o = parse("no_such_thing,ro", sloppy=True)
     assert o.ro and o.warnings == ["ignoring unknown option 'no_such_thing'"]
-    refusal("ssh_command=x")  # refused ones stay refused: they change what is mounted
+    refusal("sftp_server=x")  # refused ones stay refused: they change what is mounted
 
 
 def test_tables_do_not_overlap() -> None:
@@ -266,7 +266,7 @@ def test_help_lists_every_option_with_its_default(capsys: pytest.CaptureFixture[
         if opt.default not in (None, False):
             line = next(x for x in out.splitlines() if x.startswith(f"  {opt.name}"))
             assert f"[default: {opt.default}]" in line, line
-    for name in ("sshfs_sync", "ssh_command", "password_stdin"):
+    for name in ("sshfs_sync", "sftp_server", "password_stdin"):
         assert name in out
     for flag in ("-C", "-v", "-s", "-V"):
         assert flag in out
