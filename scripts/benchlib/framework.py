@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shlex
 import signal
@@ -18,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from .relay import Relay  # noqa: E402
 from tests.mounting import force_unmount, is_mounted, mounted  # noqa: E402
 from tests.sshd import Sshd  # noqa: E402
 
@@ -42,11 +44,29 @@ class Target:
 
 
 @dataclass(frozen=True)
+class Measured:
+    """What a per-operation scenario's ``run`` returns: the p50 (the table's value), the
+    p99 and how many operations there were (round trips are then shown per operation)."""
+
+    value: float
+    p99: float
+    ops: int
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    """p50 and p99 (nearest rank) of ``samples``."""
+    ordered = sorted(samples)
+    p50 = statistics.median(ordered)
+    p99 = ordered[min(len(ordered) - 1, max(0, round(0.99 * len(ordered)) - 1))]
+    return p50, p99
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     measures: str
     setup: Callable[[Context], None]
-    run: Callable[[Context, Target], float | None]
+    run: Callable[[Context, Target], float | Measured | None]
     cold: bool = True
     tools: tuple[str, ...] = ("sshvfs", "sshfs")
     pipe: Callable[[Context], None] | None = None
@@ -73,11 +93,20 @@ def register(scenario: Scenario) -> Scenario:
 class Context:
     """What scenarios get: the server, directories, and small helpers."""
 
-    def __init__(self, sshd: Sshd, base: Path, quick: bool, log: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        sshd: Sshd,
+        base: Path,
+        quick: bool,
+        log: Callable[[str], None],
+        relay: Relay | None = None,
+    ) -> None:
         self.sshd = sshd
         self.base = base
         self.quick = quick
         self.log = log
+        #: the delaying relay every client goes through (``--rtt``), counting round trips
+        self.relay = relay
         #: the served directory (the remote side of every mount)
         self.data = base / "data"
         #: local scratch, not served
@@ -226,25 +255,51 @@ class Result:
     tool: str
     values: list[float] = field(default_factory=list)
     error: str | None = None
+    #: p99 of each run (per-operation scenarios)
+    p99s: list[float] = field(default_factory=list)
+    #: round trips of each run, per operation for per-operation scenarios (``--rtt`` only)
+    trips: list[float] = field(default_factory=list)
 
     @property
     def value(self) -> float | None:
         return statistics.median(self.values) if self.values else None
 
+    @property
+    def p99(self) -> float | None:
+        return statistics.median(self.p99s) if self.p99s else None
 
-def _timed(ctx: Context, scenario: Scenario, target: Target) -> float:
+    @property
+    def round_trips(self) -> float | None:
+        return statistics.median(self.trips) if self.trips else None
+
+    def add(self, value: float | Measured, trips: int | None) -> None:
+        ops = 1
+        if isinstance(value, Measured):
+            self.p99s.append(value.p99)
+            ops = max(1, value.ops)
+            value = value.value
+        self.values.append(value)
+        if trips is not None:
+            self.trips.append(trips / ops)
+
+
+def _timed(ctx: Context, scenario: Scenario, target: Target, result: Result) -> None:
     if scenario.prepare is not None:
         scenario.prepare(ctx)
+    before = ctx.relay.count() if ctx.relay is not None else None
     try:
         if target.tool == "ssh":
             assert scenario.pipe is not None
             t0 = time.perf_counter()
             scenario.pipe(ctx)
-            return time.perf_counter() - t0
-        t0 = time.perf_counter()
-        value = scenario.run(ctx, target)
-        elapsed = time.perf_counter() - t0
-        return elapsed if value is None else value
+            value: float | Measured | None = time.perf_counter() - t0
+        else:
+            t0 = time.perf_counter()
+            value = scenario.run(ctx, target)
+            elapsed = time.perf_counter() - t0
+            value = elapsed if value is None else value
+        trips = ctx.relay.count() - before if ctx.relay is not None and before is not None else None
+        result.add(value, trips)
     finally:
         if scenario.cleanup is not None:
             scenario.cleanup(ctx, target)
@@ -270,7 +325,7 @@ def run_scenario(ctx: Context, scenario: Scenario, repeat: int) -> list[Result]:
                 try:
                     with TOOLS[tool](ctx, mp[tool]) as target:
                         ctx.drop_caches()
-                        r.values.append(_timed(ctx, scenario, target))
+                        _timed(ctx, scenario, target, r)
                 except Exception as exc:
                     r.error = str(exc)
                 ctx.log(f"  {scenario.name:<22} {tool:<7} {_fmt_last(r, scenario)}")
@@ -280,7 +335,7 @@ def run_scenario(ctx: Context, scenario: Scenario, repeat: int) -> list[Result]:
         for tool in tools:
             try:
                 targets[tool] = stack.enter_context(TOOLS[tool](ctx, mp[tool]))
-                _timed(ctx, scenario, targets[tool])  # warm-up, not counted
+                _timed(ctx, scenario, targets[tool], Result(scenario, tool))  # warm-up
             except Exception as exc:
                 results[tool].error = str(exc)
         for _ in range(repeat):
@@ -289,7 +344,7 @@ def run_scenario(ctx: Context, scenario: Scenario, repeat: int) -> list[Result]:
                 if r.error:
                     continue
                 try:
-                    r.values.append(_timed(ctx, scenario, target))
+                    _timed(ctx, scenario, target, r)
                 except Exception as exc:
                     r.error = str(exc)
                 ctx.log(f"  {scenario.name:<22} {tool:<7} {_fmt_last(r, scenario)}")
@@ -299,11 +354,25 @@ def run_scenario(ctx: Context, scenario: Scenario, repeat: int) -> list[Result]:
 def _fmt_last(r: Result, scenario: Scenario) -> str:
     if r.error:
         return f"FAILED: {r.error[:200]}"
-    return f"{r.values[-1]:.2f} {scenario.unit}"
+    text = f"{r.values[-1]:.2f} {scenario.unit}"
+    if r.p99s:
+        text += f" (p99 {r.p99s[-1]:.2f})"
+    if r.trips:
+        text += f", {r.trips[-1]:.1f} round trips"
+    return text
 
 
 def start_sshd() -> Sshd:
     return Sshd().start()
+
+
+def behind_relay(sshd: Sshd, relay: Relay) -> Sshd:
+    """The same server as seen through ``relay``: its port, and its host key trusted there."""
+    with open(sshd.host_key + ".pub", encoding="ascii") as f:
+        keytype, blob = f.read().split()[:2]
+    with open(sshd.known_hosts, "a", encoding="ascii") as f:
+        f.write(f"[{sshd.host}]:{relay.port} {keytype} {blob}\n")
+    return dataclasses.replace(sshd, port=relay.port)
 
 
 def leftover_mounts(base: Path) -> list[str]:

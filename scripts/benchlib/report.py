@@ -16,6 +16,13 @@ def _cell(r: Result | None, unit: str) -> str:
     return "-" if v is None else f"{v:.2f} {unit}"
 
 
+def _trips(r: Result | None) -> str:
+    if r is None or r.round_trips is None:
+        return "-"
+    q = r.round_trips
+    return f"{q:.1f}" if q < 100 else f"{q:.0f}"
+
+
 def ratio(by_tool: dict[str, Result], scenario: Scenario) -> float | None:
     """sshfs/sshvfs for times (>1: sshvfs is faster); sshvfs/sshfs when higher is better."""
     ours, theirs = by_tool.get("sshvfs"), by_tool.get("sshfs")
@@ -31,8 +38,11 @@ def table(results: Sequence[Result]) -> str:
     for r in results:
         grouped.setdefault(r.scenario.name, {})[r.tool] = r
         scenarios[r.scenario.name] = r.scenario
+    counted = any(r.trips for r in results)
     header = (
-        f"{'scenario':<22} {'sshvfs':>11} {'sshfs':>11} {'ssh pipe':>11} {'sshfs/sshvfs':>12}  goal"
+        f"{'scenario':<22} {'sshvfs':>11} {'sshfs':>11} {'ssh pipe':>11} {'sshfs/sshvfs':>12}"
+        + (f" {'trips sshvfs':>12} {'sshfs':>6}" if counted else "")
+        + "  goal"
     )
     lines = [header, "-" * len(header)]
     notes = []
@@ -45,9 +55,18 @@ def table(results: Sequence[Result]) -> str:
         lines.append(
             f"{name:<22} {_cell(by_tool.get('sshvfs'), s.unit):>11} "
             f"{_cell(by_tool.get('sshfs'), s.unit):>11} {_cell(by_tool.get('ssh'), s.unit):>11} "
-            f"{(f'{q:.2f}x' if q is not None else '-'):>12}  {verdict}"
+            f"{(f'{q:.2f}x' if q is not None else '-'):>12}"
+            + (
+                f" {_trips(by_tool.get('sshvfs')):>12} {_trips(by_tool.get('sshfs')):>6}"
+                if counted
+                else ""
+            )
+            + f"  {verdict}"
         )
         notes.append(f"  {name}: {s.measures}")
+        p99 = [f"{t} {r.p99:.2f} {s.unit}" for t, r in by_tool.items() if r.p99 is not None]
+        if p99:
+            notes.append(f"    p99: {', '.join(p99)}")
         for r in by_tool.values():
             if r.error:
                 notes.append(f"    {r.tool} failed: {r.error[:300]}")
