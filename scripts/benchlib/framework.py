@@ -19,9 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from .relay import Relay  # noqa: E402
 from tests.mounting import force_unmount, is_mounted, mounted  # noqa: E402
 from tests.sshd import Sshd  # noqa: E402
+
+from .relay import Relay  # noqa: E402
 
 #: the bare ssh pipe uses the cipher sshvfs prefers, so it is the real ceiling
 PIPE_CIPHER = "aes128-gcm@openssh.com"
@@ -292,12 +293,11 @@ def _timed(ctx: Context, scenario: Scenario, target: Target, result: Result) -> 
             assert scenario.pipe is not None
             t0 = time.perf_counter()
             scenario.pipe(ctx)
-            value: float | Measured | None = time.perf_counter() - t0
+            value: float | Measured = time.perf_counter() - t0
         else:
             t0 = time.perf_counter()
-            value = scenario.run(ctx, target)
-            elapsed = time.perf_counter() - t0
-            value = elapsed if value is None else value
+            got = scenario.run(ctx, target)
+            value = time.perf_counter() - t0 if got is None else got
         trips = ctx.relay.count() - before if ctx.relay is not None and before is not None else None
         result.add(value, trips)
     finally:
