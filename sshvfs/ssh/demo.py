@@ -28,6 +28,21 @@ class DemoEndpoint:
     keydir: str
 
 
+async def _feed_stdin(
+    process: asyncssh.SSHServerProcess[bytes], proc: asyncio.subprocess.Process
+) -> None:
+    """The client's stdin to the command's, then EOF."""
+    assert proc.stdin is not None
+    try:
+        while data := await process.stdin.read(65536):
+            proc.stdin.write(data)
+            await proc.stdin.drain()
+    except (asyncssh.Error, OSError):
+        pass  # the command or the client went away
+    finally:
+        proc.stdin.close()
+
+
 async def _exec(
     process: asyncssh.SSHServerProcess[bytes], root: str, children: set[asyncio.subprocess.Process]
 ) -> None:
@@ -48,10 +63,14 @@ async def _exec(
         stderr=asyncio.subprocess.PIPE,
     )
     children.add(proc)
+    feeding = asyncio.ensure_future(_feed_stdin(process, proc))
     try:
-        await process.redirect(stdin=proc.stdin, stdout=proc.stdout, stderr=proc.stderr)
+        # stdin is copied by hand: asyncssh's redirect of it raises KeyError when the
+        # client's EOF comes after the command ended, and that closes the whole connection
+        await process.redirect(stdout=proc.stdout, stderr=proc.stderr)
         status = await proc.wait()
     finally:
+        feeding.cancel()
         children.discard(proc)
     try:
         await process.stdout.drain()

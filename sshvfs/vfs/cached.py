@@ -395,10 +395,13 @@ class CachingVFS:
         changes = bool(flags & (os.O_CREAT | os.O_TRUNC))
         if changes:
             self._mark(path)
+        known = None if changes else self._cached_attrs(path)
         file = await self.inner.open(path, flags, mode)
         if changes:
             self._mark(path)
             self._attrs.pop(split(path)[0], None)
+        elif isinstance(known, Attrs) and _stat.S_ISREG(known.mode):
+            file.size_hint(known.size)  # spares a small file's second READ (its EOF)
         return CachedFile(self, file)
 
     async def mkdir(self, path: bytes, mode: int = 0o755) -> None:

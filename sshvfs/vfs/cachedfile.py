@@ -50,6 +50,9 @@ class CachedFile:
     def orphan(self) -> None:
         self._inner.orphan()
 
+    def size_hint(self, size: int) -> None:
+        self._inner.size_hint(size)
+
     async def read(self, offset: int, size: int) -> bytes:
         self._shadow = None  # a read may move the atime on the server
         return await self._inner.read(offset, size)

@@ -41,6 +41,9 @@ class LocalFile:
     def orphan(self) -> None:
         pass  # a local descriptor is never reopened
 
+    def size_hint(self, size: int) -> None:
+        pass  # local reads are not round trips
+
     async def read(self, offset: int, size: int) -> bytes:
         def op() -> bytes:
             chunks, got = [], 0

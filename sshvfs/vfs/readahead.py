@@ -13,7 +13,9 @@ read makes, so a read served from prefetched data costs no extra round trip.
   while the mount's :class:`ByteBudget` has room, so memory stays bounded per mount.
   Segments behind the reader are dropped as it moves on.
 - **No short reads before EOF.** A segment keeps asking until it has ``block`` bytes or the
-  server says EOF, so a short answer means end of file. Data at and after an end of file is
+  server says EOF, so a short answer means end of file. The one exception spares a round
+  trip per small file: a short answer that reaches the size the file had when it was opened
+  (``eof_hint``, regular files only) is taken as its end, as sshfs does. Data at and after an end of file is
   never kept: the next read there asks the server again (the file may have grown).
 - **Coherence.** :meth:`invalidate` drops everything prefetched (a write or truncate through
   any handle of the same file calls it).
@@ -73,6 +75,7 @@ class ReadAhead:
         budget: ByteBudget | None = None,
         first_window: int | None = None,
         on_batch: Callable[[], None] | None = None,
+        eof_hint: int | None = None,
     ) -> None:
         if block <= 0:
             raise ValueError("block must be positive")
@@ -83,6 +86,8 @@ class ReadAhead:
         self._budget = budget
         #: called after a batch of requests is issued (e.g. to send them as one TCP push)
         self._on_batch = on_batch
+        #: a short answer ending at or past this is end of file (no READ to confirm it)
+        self.eof_hint = eof_hint if eof_hint else None
         self._segments: collections.deque[_Segment] = collections.deque()
         self._run = False
         #: end of the last segment issued (where the next one starts)
@@ -166,9 +171,10 @@ class ReadAhead:
         data = await self._fetch(offset, size)
         if len(data) >= size or not data:
             return data
+        hint = self.eof_hint if self.eof_hint is not None else offset + size
         parts = [data]
         got = len(data)
-        while got < size:
+        while got < size and offset + got < hint:
             self.stats.requests += 1
             more = await self._fetch(offset + got, size - got)
             if not more:

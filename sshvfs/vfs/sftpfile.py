@@ -12,6 +12,7 @@ import asyncio
 import errno
 import logging
 import os
+import stat
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,11 @@ if TYPE_CHECKING:
     from .sftp import SftpVFS
 
 log = logging.getLogger(__name__)
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class SftpFile:
@@ -71,6 +77,8 @@ class SftpFile:
             limits.read_window,
             streaming.read_budget,
             on_batch=streaming.cork.hold,
+            # a regular file's size at open (not /proc-like files: they say 0)
+            eof_hint=attrs.size if attrs is not None and stat.S_ISREG(attrs.mode) else None,
         )
         self._writer = WriteBehind(
             self._send,
@@ -97,6 +105,9 @@ class SftpFile:
 
     def orphan(self) -> None:
         self._orphaned = True
+
+    def size_hint(self, size: int) -> None:
+        self._reader.eof_hint = size if size > 0 else None
 
     # -- asyncio side: what the ReadAhead and WriteBehind call ------------------------------
 
@@ -347,13 +358,26 @@ class SftpFile:
     async def fsync(self) -> None:
         self._check()
 
-        async def op() -> None:
-            await self._writer.drain()
+        async def sync() -> None:
             try:
                 await self._handle.fsync()
             except asyncssh.SFTPOpUnsupported:
-                # the server cannot fsync; every WRITE was already acknowledged by it
+                # the server cannot fsync; drain() waits for every WRITE's acknowledgement
                 log.debug("server has no fsync@openssh.com; fsync is a no-op")
+
+        async def op() -> None:
+            # FSYNC rides behind the writes instead of after their answers (one round trip
+            # instead of two): the server handles the channel in order, so it syncs what
+            # every earlier WRITE wrote; a failed write still fails this fsync (drain)
+            await self._writer.barrier()
+            await self._streaming.order.sent_before()
+            syncing = asyncio.ensure_future(sync())
+            try:
+                await self._writer.drain()
+            except BaseException:
+                syncing.add_done_callback(_retrieve)  # the write's error is the one to report
+                raise
+            await syncing
 
         try:
             await self._vfs._run(op(), self._path)

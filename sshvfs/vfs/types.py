@@ -115,6 +115,11 @@ class VFSFile(Protocol):
         reopened by that path (e.g. after a reconnect), which would reach another file."""
         ...
 
+    def size_hint(self, size: int) -> None:
+        """The regular file's size as last seen (e.g. by a lookup just before the open): a
+        short read that reaches it may be taken as the end of file without asking again."""
+        ...
+
     async def read(self, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes at ``offset``; fewer only at end of file."""
         ...

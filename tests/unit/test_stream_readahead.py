@@ -71,6 +71,26 @@ def test_never_short_before_eof_when_the_server_answers_short() -> None:
     run(main())
 
 
+def test_a_short_answer_at_the_size_known_at_open_is_the_end() -> None:
+    """One READ for a small file whose size the open already told: no second READ to hear
+    the end of file. Short answers before that size are still completed."""
+    data = random.Random(6).randbytes(700)
+
+    async def read_all(hint: int | None, max_reply: int = BLOCK) -> FakeRemote:
+        remote = FakeRemote(data, max_reply=max_reply)
+        ra = ReadAhead(remote.fetch, BLOCK, max_window=4 * BLOCK, eof_hint=hint)
+        assert await ra.read(0, BLOCK) == data
+        return remote
+
+    assert len(run(read_all(700)).requests) == 1  # type: ignore[attr-defined]
+    assert len(run(read_all(None)).requests) == 2  # type: ignore[attr-defined]
+    # the file grew since the open: still one READ, everything there is returned
+    assert len(run(read_all(300)).requests) == 1  # type: ignore[attr-defined]
+    # answers shorter than the known size are not taken as the end
+    remote = run(read_all(700, max_reply=333))
+    assert len(remote.requests) == 3  # type: ignore[attr-defined]
+
+
 def test_random_access_asks_only_for_what_is_read() -> None:
     data = random.Random(4).randbytes(300_000)
     remote = FakeRemote(data)
