@@ -15,8 +15,9 @@ read makes, so a read served from prefetched data costs no extra round trip.
 - **No short reads before EOF.** A segment keeps asking until it has ``block`` bytes or the
   server says EOF, so a short answer means end of file. The one exception spares a round
   trip per small file: a short answer that reaches the size the file had when it was opened
-  (``eof_hint``, regular files only) is taken as its end, as sshfs does. Data at and after an end of file is
-  never kept: the next read there asks the server again (the file may have grown).
+  (``eof_hint``, regular files only) is taken as its end, as sshfs does. Data at and
+  after an end of file is never kept: the next read there asks the server again (the
+  file may have grown).
 - **Coherence.** :meth:`invalidate` drops everything prefetched (a write or truncate through
   any handle of the same file calls it).
 """
