@@ -28,26 +28,32 @@ class DemoEndpoint:
     keydir: str
 
 
-async def _feed_stdin(
-    process: asyncssh.SSHServerProcess[bytes], proc: asyncio.subprocess.Process
+async def _copy(
+    source: asyncio.StreamReader | asyncssh.SSHReader[bytes],
+    sink: asyncio.StreamWriter | asyncssh.SSHWriter[bytes],
+    eof: bool,
 ) -> None:
-    """The client's stdin to the command's, then EOF."""
-    assert proc.stdin is not None
+    """``source`` to ``sink`` until EOF; then EOF on ``sink`` if ``eof``. Either side may
+    go away at any time: that only ends the copy."""
     try:
-        while data := await process.stdin.read(65536):
-            proc.stdin.write(data)
-            await proc.stdin.drain()
+        while data := await source.read(65536):
+            sink.write(data)
+            await sink.drain()
+        if eof:
+            sink.write_eof()
     except (asyncssh.Error, OSError):
-        pass  # the command or the client went away
-    finally:
-        proc.stdin.close()
+        pass
 
 
 async def _exec(
     process: asyncssh.SSHServerProcess[bytes], root: str, children: set[asyncio.subprocess.Process]
 ) -> None:
     """Run an exec request with /bin/sh in ``root``; no interactive shells. The child stays
-    in ``children`` while it runs, so that closing the server can end it."""
+    in ``children`` while it runs, so that closing the server can end it.
+
+    The streams are copied by hand, not with asyncssh's ``redirect``: that raised KeyError
+    in its feeding task when the client closed the channel first (OpenSSH's client does,
+    right after the exit status), and an error there closes the whole connection."""
     command = process.command
     if command is None:
         process.stderr.write(b"this demo server runs commands only\n")
@@ -62,18 +68,21 @@ async def _exec(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     children.add(proc)
-    feeding = asyncio.ensure_future(_feed_stdin(process, proc))
+    feeding = asyncio.ensure_future(_copy(process.stdin, proc.stdin, eof=True))
     try:
-        # stdin is copied by hand: asyncssh's redirect of it raises KeyError when the
-        # client's EOF comes after the command ended, and that closes the whole connection
-        await process.redirect(stdout=proc.stdout, stderr=proc.stderr)
+        await asyncio.gather(
+            _copy(proc.stdout, process.stdout, eof=False),
+            _copy(proc.stderr, process.stderr, eof=False),
+        )
         status = await proc.wait()
     finally:
         feeding.cancel()
         children.discard(proc)
+        if proc.returncode is None:
+            proc.kill()
     try:
-        await process.stdout.drain()
         process.exit(status)
         await process.wait_closed()
     except (asyncssh.Error, OSError):

@@ -20,7 +20,7 @@ import errno
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable
-from typing import cast
+from typing import Any, cast
 
 import asyncssh
 
@@ -33,6 +33,7 @@ from ..vfs.bulk import (
     probe_command,
     tree_command,
 )
+from ..vfs.contents import ContentParser, contents_command, parse_archive
 from ..vfs.listingparser import native
 from ..vfs.treestream import TreeStream
 from ..vfs.types import Entry, listing_progress, tree_progress
@@ -334,15 +335,18 @@ class ExecLister:
         path: bytes,
         limit: int | None,
         on_batch: Callable[[list[tuple[bytes, Entry]]], None] | None = None,
+        parser: Any = None,
     ) -> list[tuple[bytes, Entry]] | None:
-        """Run one listing command in an idle shell (or a new one); see RemoteShell.run."""
+        """Run one listing command in an idle shell (or a new one); see RemoteShell.run.
+        ``parser``: another framed parser than a listing's (e.g. a ContentParser)."""
         if not await self.probe():
             raise ExecUnavailable(self.reason or "exec listing unavailable", path)
         async with self._slots:
             while self._idle and self._idle[-1].closed:
                 self._idle.pop()
             shell = self._idle.pop() if self._idle else await self._open_shell()
-            parser = ListingParser(self._resolution, framed=True)
+            if parser is None:
+                parser = ListingParser(self._resolution, framed=True)
             self.commands += 1
             self.running += 1
             self.peak = max(self.peak, self.running)
@@ -389,6 +393,23 @@ class ExecLister:
         ``on_batch`` gets the records as they are parsed. Errors as :meth:`listing`."""
         async with self._tree_slot:
             return await self._run(tree_command(remote_dir), remote_dir, max_entries, on_batch)
+
+    async def contents(
+        self, remote_dir: bytes, max_file: int, max_files: int
+    ) -> dict[bytes, tuple[int, bytes]] | None:
+        """The small readable files under ``remote_dir``: ``{relative path: (mtime seconds,
+        data)}``, or None when tar could not read every one of them whole and unchanged."""
+        parser = ContentParser()
+        command = contents_command(remote_dir, max_file, max_files)
+        try:
+            await self._run(command, remote_dir, None, None, parser)
+        except OSError as exc:
+            if parser.archive is None:
+                raise
+            log.debug("content fetch of %r: %s", remote_dir, exc)
+        if parser.archive is None or parser.tar_status != 0:
+            return None
+        return parse_archive(parser.archive)
 
 
 def unusable(exc: OSError) -> bool:

@@ -31,6 +31,7 @@ from cachetools import TTLCache
 
 from ..errors import fs_error
 from .cachedfile import CachedFile
+from .contents import ContentPrefetcher
 from .treeprefetch import TreePrefetcher
 from .types import VFS, Attrs, Entry, StatFs, VFSFile, join, split, within
 
@@ -115,6 +116,8 @@ class CachingVFS:
         #: regular files with more than one name: a write through one name changes what
         #: the others show, so their attributes are always asked for
         self._linked: set[bytes] = set()
+        #: small files' contents, fetched in bulk under prefetched trees
+        self.contents = ContentPrefetcher(self, timer, attr_ttl)
 
     # -- bookkeeping -----------------------------------------------------------------
 
@@ -156,6 +159,7 @@ class CachingVFS:
 
     def _mark(self, path: bytes) -> None:
         """Attributes of ``path`` changed (or it may now exist): re-fetch before trusting."""
+        self.contents.copies.drop(path)
         self._attrs.pop(path, None)
         self._neg.pop(path, None)
         self._links.pop(path, None)
@@ -193,11 +197,13 @@ class CachingVFS:
         """Forget ``root`` and everything below it. ``is_dir=False`` (a file: nothing below
         it) spares the scan of every cached key, which an ``rm`` of many files would repeat."""
         if is_dir is False and root not in self._dirs:
+            self.contents.copies.drop(root)
             for cache in (self._attrs, self._neg, self._links):
                 cache.pop(root, None)
             if root in self._gen:
                 self._gen[root] += 1
             return
+        self.contents.copies.drop_subtree(root)
         for cache in (self._attrs, self._neg, self._links, self._dirs, self._made):
             for key in [k for k in list(cache.keys()) if within(k, root)]:
                 cache.pop(key, None)
@@ -207,6 +213,7 @@ class CachingVFS:
     def invalidate(self, path: bytes | None = None) -> None:
         """Drop everything (``None``) or one subtree, and tell the listeners."""
         if path is None or path == b"/":
+            self.contents.copies.clear()
             for cache in (self._attrs, self._neg, self._links, self._dirs, self._made):
                 cache.clear()
             self._gen.clear()
@@ -234,6 +241,7 @@ class CachingVFS:
             "hits": self.stats.hits,
             "misses": self.stats.misses,
             "evictions": self._attrs.evictions + self._dirs.evictions + self._neg.evictions,
+            **self.contents.counts(),
         }
 
     # -- reads -----------------------------------------------------------------------
@@ -379,6 +387,10 @@ class CachingVFS:
         cached, or -1 when the backend cannot (no exec channel) or the tree is too big."""
         return await self._prefetcher.prefetch(path)
 
+    def prefetched_root(self, path: bytes, within_seconds: float) -> bytes | None:
+        """The root of a tree prefetched lately that holds ``path`` (see TreePrefetcher)."""
+        return self._prefetcher.root_of(path, within_seconds)
+
     @property
     def prefetches(self) -> int:
         """Tree prefetches started, walks' and asked-for ones alike."""
@@ -396,7 +408,15 @@ class CachingVFS:
         if changes:
             self._mark(path)
         known = None if changes else self._cached_attrs(path)
+        reading = flags & os.O_ACCMODE == os.O_RDONLY and not changes
+        if reading and isinstance(known, Attrs):
+            memory = self.contents.file(path, known)
+            if memory is not None:
+                self.stats.hits += 1
+                return memory
         file = await self.inner.open(path, flags, mode)
+        if reading:
+            self.contents.missed(path)
         if changes:
             self._mark(path)
             self._attrs.pop(split(path)[0], None)

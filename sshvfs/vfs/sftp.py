@@ -574,6 +574,20 @@ class SftpVFS:
             path, lambda: self._listings.tree(path, remote, max_entries), other_channel=True
         )
 
+    async def contents(
+        self, path: bytes, max_file: int, max_files: int
+    ) -> dict[bytes, tuple[int, bytes]] | None:
+        """The small files under ``path`` in one exec command (see
+        :mod:`sshvfs.vfs.contents`); None when exec is unavailable or a file would not
+        come whole."""
+        bulk = self._listings.bulk
+        if bulk is None:
+            return None
+        remote = self.remote(path)
+        return await self._op(
+            path, lambda: bulk.contents(remote, max_file, max_files), other_channel=True
+        )
+
     async def close(self) -> None:
         async def action() -> None:
             self._sftp.exit()

@@ -45,6 +45,19 @@ class TreePrefetcher:
         self._tasks: set[asyncio.Task[None]] = set()
         #: tree prefetches started, walks' and asked-for ones alike
         self.prefetches = 0
+        #: the roots of recent prefetches, with when each started (content prefetch reads it)
+        self.roots: dict[bytes, float] = {}
+
+    def root_of(self, path: bytes, within_seconds: float) -> bytes | None:
+        """The deepest root prefetched in the last ``within_seconds`` that holds ``path``."""
+        now = self._timer()
+        best = None
+        for root, started in list(self.roots.items()):
+            if now - started > within_seconds:
+                del self.roots[root]
+            elif within(path, root) and (best is None or len(root) > len(best)):
+                best = root
+        return best
 
     @property
     def prefetching(self) -> dict[bytes, asyncio.Event]:
@@ -112,6 +125,9 @@ class TreePrefetcher:
 
     async def _prefetch_tree(self, path: bytes) -> int:
         self.prefetches += 1
+        if len(self.roots) > 1000:
+            self.roots.clear()
+        self.roots[path] = self._timer()
         cache = self._cache
         # a directory changed through the mount meanwhile keeps what it has
         unchanged = cache.generation_snapshot()

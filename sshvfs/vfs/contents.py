@@ -1,0 +1,369 @@
+"""Small files' contents fetched in bulk, and served from memory while provably current.
+
+A walk that reads files (grep -r, cp -r, git status re-hashing what it stat'ed) costs an
+OPEN and a READ round trip per file, serially: 2 x RTT a file across a WAN. When a walk's
+tree was prefetched (:mod:`sshvfs.vfs.treeprefetch`) and a file in it is opened, the small
+files of that tree come in one exec-channel command (``find | tar`` into a server-side
+temporary file, then sent framed by its length: see :func:`contents_command`) and land
+here. A later read-only open of one of them is answered from memory, with no round trip.
+
+Bounds (README, "Caching"):
+- only regular files readable by the remote user (``find -readable``), at most
+  ``MAX_FILE`` bytes each and ``MAX_FILES`` a fetch; the whole cache holds at most
+  ``max_bytes`` (least recently used first out);
+- a copy is served only while the attributes the mount presents for the path (its attr or
+  listing cache, themselves bounded by the TTL) show the same size and mtime as the copy,
+  and never after ``ttl`` seconds; any change through the mount drops it at once;
+- a fetch whose ``tar`` did not exit 0 (a file changed or shrank while it was read, an
+  unreadable file) is dropped whole: a copy is never partial or padded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import errno
+import io
+import logging
+import os
+import stat as _stat
+import tarfile
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from .bulk import quote
+from .types import Attrs, join, split
+
+if TYPE_CHECKING:
+    from .cached import CachingVFS
+
+log = logging.getLogger(__name__)
+
+#: largest file fetched in bulk (bytes)
+MAX_FILE = 64 * 1024
+#: most files one fetch asks for (so at most MAX_FILE * MAX_FILES bytes a fetch)
+MAX_FILES = 1000
+#: default bound of the whole cache
+MAX_BYTES = 64 * 1024 * 1024
+#: read-only opens (in more than one directory) that make a walk of files ...
+READ_WALK = 4
+#: ... within this many seconds
+READ_WALK_WINDOW = 2.0
+
+
+def contents_command(
+    remote_dir: bytes, max_file: int = MAX_FILE, max_files: int = MAX_FILES
+) -> bytes:
+    """The sh command line that prints ``STATUS LENGTH\\0`` then a tar archive of LENGTH
+    bytes with the small readable regular files under ``remote_dir`` (absolute), paths
+    relative to it. STATUS is tar's exit status (0: every file read whole and unchanged).
+    Runs in a subshell: the long-lived shell's directory stays where it was."""
+    if not remote_dir.startswith(b"/"):
+        raise ValueError(f"remote directory must be an absolute path: {remote_dir!r}")
+    size = str(max_file + 1).encode()  # find -size -Nc: fewer than N bytes
+    count = str(max_files).encode()
+    return (
+        b"(t=$(mktemp) || exit 1; r=1; cd -- "
+        + quote(remote_dir)
+        + b" && { LC_ALL=C find . -type f -readable -size -"
+        + size
+        + b"c -print0 | head -z -n "
+        + count
+        + b' | LC_ALL=C tar --null --no-recursion -T - -cf "$t" 2>/dev/null; r=$?; };'
+        + b""" printf '%s %s\\0' "$r" "$(wc -c < "$t")"; cat -- "$t"; rm -f -- "$t";"""
+        + b' [ "$r" = 0 ])'
+    )
+
+
+class ContentParser:
+    """Parses :func:`contents_command`'s framed output in a long-lived shell (the
+    :class:`~sshvfs.ssh.shell.RemoteShell` parser protocol: ``feed`` and ``exit_status``)."""
+
+    def __init__(self, limit: int = MAX_FILE * MAX_FILES + (1 << 20)) -> None:
+        self._limit = limit
+        self._buf = bytearray()
+        self._header: tuple[int, int] | None = None
+        self.archive: bytes | None = None
+        self.tar_status: int | None = None
+        self.exit_status: int | None = None
+
+    def feed(self, chunk: bytes) -> list[object]:
+        self._buf += chunk
+        if self._header is None:
+            cut = self._buf.find(b"\0")
+            if cut < 0:
+                if len(self._buf) > 64:
+                    raise ValueError("contents: no header")
+                return []
+            try:
+                status, length = (int(x) for x in bytes(self._buf[:cut]).split())
+            except ValueError as exc:
+                raise ValueError(f"contents: bad header {bytes(self._buf[:cut])[:40]!r}") from exc
+            if length > self._limit:
+                raise ValueError(f"contents: archive of {length} bytes is over the limit")
+            self._header = (status, length)
+            del self._buf[: cut + 1]
+        status, length = self._header
+        if self.archive is None:
+            if len(self._buf) < length:
+                return []
+            self.archive = bytes(self._buf[:length])
+            self.tar_status = status
+            del self._buf[:length]
+        # the shell's end record: \0 STATUS \0 x9 / \0
+        if len(self._buf) >= 2 and self._buf.endswith(b"/\0"):
+            body = bytes(self._buf)
+            if not body.startswith(b"\0") or body[-11:-2] != b"\0" * 9:
+                raise ValueError(f"contents: bad end record {body[:40]!r}")
+            self.exit_status = int(body[1:-11])
+        elif len(self._buf) > 32:
+            raise ValueError("contents: trailing bytes after the archive")
+        return []
+
+
+def parse_archive(archive: bytes) -> dict[bytes, tuple[int, bytes]]:
+    """``{relative path: (mtime seconds, data)}`` of the regular files in a tar archive."""
+    out: dict[bytes, tuple[int, bytes]] = {}
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:
+        for member in tar:
+            if not member.isreg():
+                continue
+            name = os.fsencode(member.name)
+            while name.startswith(b"./"):
+                name = name[2:]
+            f = tar.extractfile(member)
+            if f is None or not name:
+                continue
+            data = f.read()
+            if len(data) != member.size:
+                raise ValueError(f"contents: {name!r} is short in the archive")
+            out[name] = (int(member.mtime), data)
+    return out
+
+
+class _Copy:
+    __slots__ = ("mtime_s", "data", "fetched")
+
+    def __init__(self, mtime_s: int, data: bytes, fetched: float) -> None:
+        self.mtime_s = mtime_s
+        self.data = data
+        self.fetched = fetched
+
+
+class ContentCache:
+    """Copies of small files by path (mount-relative), bounded in bytes, LRU."""
+
+    def __init__(self, max_bytes: int, ttl: float, timer: Callable[[], float]) -> None:
+        self.max_bytes = max_bytes
+        self.ttl = ttl
+        self._timer = timer
+        self._copies: collections.OrderedDict[bytes, _Copy] = collections.OrderedDict()
+        self.bytes = 0
+        self.hits = 0
+        self.fetches = 0
+        self.fetched_files = 0
+
+    def __len__(self) -> int:
+        return len(self._copies)
+
+    def put_many(self, root: bytes, files: dict[bytes, tuple[int, bytes]], since: float) -> None:
+        """Install a fetch of the tree at ``root`` (mount path), made at ``since``."""
+        self.fetches += 1
+        for rel, (mtime_s, data) in files.items():
+            path = root.rstrip(b"/") + b"/" + rel
+            self.drop(path)
+            if len(data) > self.max_bytes:
+                continue
+            self._copies[path] = _Copy(mtime_s, data, since)
+            self.bytes += len(data)
+            self.fetched_files += 1
+        while self.bytes > self.max_bytes and self._copies:
+            _, old = self._copies.popitem(last=False)
+            self.bytes -= len(old.data)
+
+    def get(self, path: bytes, attrs: Attrs) -> bytes | None:
+        """The copy of ``path`` if ``attrs`` (what the mount presents now) match it."""
+        copy = self._copies.get(path)
+        if copy is None:
+            return None
+        if (
+            self._timer() - copy.fetched > self.ttl
+            or not _stat.S_ISREG(attrs.mode)
+            or attrs.size != len(copy.data)
+            or attrs.mtime_ns // 1_000_000_000 != copy.mtime_s
+        ):
+            self.drop(path)
+            return None
+        self._copies.move_to_end(path)
+        self.hits += 1
+        return copy.data
+
+    def drop(self, path: bytes) -> None:
+        copy = self._copies.pop(path, None)
+        if copy is not None:
+            self.bytes -= len(copy.data)
+
+    def drop_subtree(self, root: bytes) -> None:
+        prefix = root.rstrip(b"/") + b"/"
+        for path in [p for p in self._copies if p.startswith(prefix) or p == root]:
+            self.drop(path)
+
+    def clear(self) -> None:
+        self._copies.clear()
+        self.bytes = 0
+
+
+#: ``set(path, mode, times)``: a mode and/or times change by path (fchmod, futimens)
+SetByPath = Callable[[bytes, "int | None", "tuple[int, int] | None"], Awaitable[None]]
+
+
+class MemoryFile:
+    """A read-only open answered from a copy: no handle on the server at all. fchmod and
+    futimens on it (allowed on a read-only descriptor) go by path while it names the file."""
+
+    def __init__(self, path: bytes, data: bytes, attrs: Attrs, set_by_path: SetByPath) -> None:
+        self._path = path
+        self._data = data
+        self._attrs = attrs
+        self._set_by_path = set_by_path
+        self._orphaned = False
+
+    @property
+    def path(self) -> bytes:
+        return self._path
+
+    def orphan(self) -> None:
+        self._orphaned = True
+
+    def size_hint(self, size: int) -> None:
+        pass
+
+    async def read(self, offset: int, size: int) -> bytes:
+        return self._data[offset : offset + size]
+
+    async def write(self, offset: int, data: bytes) -> int:
+        raise OSError(errno.EBADF, "opened read-only", os.fsdecode(self._path))
+
+    async def truncate(self, size: int) -> None:
+        raise OSError(errno.EBADF, "opened read-only", os.fsdecode(self._path))
+
+    async def fstat(self) -> Attrs:
+        return self._attrs
+
+    async def setstat(self, mode: int | None = None, times: tuple[int, int] | None = None) -> None:
+        if self._orphaned:  # its name is another file's now, and it has no handle
+            raise OSError(errno.ESTALE, "file removed", os.fsdecode(self._path))
+        await self._set_by_path(self._path, mode, times)
+
+    async def flush(self) -> None:
+        pass
+
+    async def fsync(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+class ContentPrefetcher:
+    """When to fetch small files in bulk, and the copies: owned by a CachingVFS.
+
+    A read-only open that went to the server, under the root of a tree prefetched in the
+    last ``ttl`` seconds (a walk the cache spotted, or an asked-for prefetch), fetches that
+    root's small files in the background, once per ``ttl``. So does a walk that reads
+    files without listing them first (git status hashing what its index names): at least
+    ``READ_WALK`` such opens within ``READ_WALK_WINDOW`` seconds, in more than one
+    directory, fetch the tree of the deepest directory holding them all. A fetch that came back full
+    (``MAX_FILES``) means a tree too big for one: later misses under it fetch their own
+    directory's subtree instead. Opens meanwhile go to the server: waiting could be slower
+    than the open itself on a fast link."""
+
+    def __init__(
+        self,
+        cache: CachingVFS,
+        timer: Callable[[], float],
+        ttl: float,
+        max_bytes: int = MAX_BYTES,
+    ) -> None:
+        self._cache = cache
+        self._timer = timer
+        self.ttl = ttl
+        self.copies = ContentCache(max_bytes, ttl, timer)
+        self._fetched: dict[bytes, float] = {}
+        self._full: set[bytes] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: (when, path) of the latest read-only opens that went to the server
+        self._recent: collections.deque[tuple[float, bytes]] = collections.deque(maxlen=READ_WALK)
+        self.enabled = ttl > 0 and max_bytes > 0 and hasattr(cache.inner, "contents")
+
+    def file(self, path: bytes, attrs: Attrs) -> MemoryFile | None:
+        """A read-only open of ``path`` answered from a copy, if there is a current one."""
+        data = self.copies.get(path, attrs) if self.enabled else None
+        if data is None:
+            return None
+        return MemoryFile(path, data, attrs, self._set_by_path)
+
+    async def _set_by_path(
+        self, path: bytes, mode: int | None, times: tuple[int, int] | None
+    ) -> None:
+        if mode is not None:
+            await self._cache.chmod(path, mode)
+        if times is not None:
+            await self._cache.utimens(path, *times)
+
+    def missed(self, path: bytes) -> None:
+        """A read-only open of ``path`` went to the server: fetch its tree's small files?"""
+        if not self.enabled:
+            return
+        now = self._timer()
+        root = self._cache.prefetched_root(path, self.ttl) or self._read_walk(now, path)
+        if root is None:
+            return
+        if root in self._full:
+            root = split(path)[0]
+        started = self._fetched.get(root)
+        if started is not None and now - started < self.ttl:
+            return
+        if len(self._fetched) > 10_000:
+            self._fetched.clear()
+        self._fetched[root] = now
+        task = asyncio.get_running_loop().create_task(self._fetch(root))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _read_walk(self, now: float, path: bytes) -> bytes | None:
+        """The directory holding a walk of files this open completes, or None."""
+        recent = self._recent
+        recent.append((now, path))
+        if len(recent) < READ_WALK or now - recent[0][0] > READ_WALK_WINDOW:
+            return None
+        dirs = {split(p)[0] for _, p in recent}
+        if len(dirs) < 2:
+            return None
+        common = os.path.commonpath([os.fsdecode(d) for d in dirs])
+        return os.fsencode(common) or b"/"
+
+    async def _fetch(self, root: bytes) -> None:
+        unchanged = self._cache.generation_snapshot()
+        since = self._timer()
+        try:
+            files = await self._cache.inner.contents(root, MAX_FILE, MAX_FILES)  # type: ignore[attr-defined]
+        except Exception as exc:  # a failed fetch only means opening files one by one
+            log.debug("content fetch of %s failed: %s", os.fsdecode(root), exc)
+            return
+        if files is None:
+            return
+        if len(files) >= MAX_FILES:
+            self._full.add(root)
+        keep = {rel: v for rel, v in files.items() if unchanged(join(root, rel))}
+        self.copies.put_many(root, keep, since)
+        log.debug("fetched %d small files under %s", len(keep), os.fsdecode(root))
+
+    def counts(self) -> dict[str, int]:
+        c = self.copies
+        return {
+            "content_files": len(c),
+            "content_bytes": c.bytes,
+            "content_hits": c.hits,
+            "content_fetches": c.fetches,
+        }

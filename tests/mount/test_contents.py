@@ -1,0 +1,95 @@
+"""Small files fetched in bulk under a prefetched tree and served from memory: the same
+bytes as the server's, and never a copy the mount's own writes or a visible change made
+stale."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from sshvfs.vfs.contents import MAX_FILE
+
+from ..mounting import MountProcess
+from .test_caching import cache_counts, touch_invalidate
+from .test_streaming import fresh
+
+pytestmark = pytest.mark.mount
+
+
+def _tree(remote: str) -> dict[str, bytes]:
+    files = {}
+    for d in range(4):
+        os.makedirs(os.path.join(remote, f"d{d}"))
+        for f in range(6):
+            rel = f"d{d}/f{f}"
+            files[rel] = (f"{rel}\n" * (f * 40 + 1)).encode()
+        files[f"d{d}/big"] = os.urandom(MAX_FILE + 1)
+    for rel, data in files.items():
+        with open(os.path.join(remote, rel), "wb") as f:
+            f.write(data)
+    return files
+
+
+def _fetched(mnt_root: str, mnt: str) -> None:
+    """Prefetch ``mnt``'s tree, read one file (that starts the content fetch), wait for it."""
+    with open(os.path.join(mnt_root, ".sshvfs", "prefetch"), "w") as f:
+        f.write("/" + os.path.relpath(mnt, mnt_root))
+    with open(os.path.join(mnt, "d0", "f0"), "rb") as f:
+        f.read()
+    deadline = time.monotonic() + 20
+    while cache_counts(mnt_root)["content_fetches"] == 0:
+        assert time.monotonic() < deadline, "no content fetch"
+        time.sleep(0.05)
+
+
+def _read_all(mnt: str, files: dict[str, bytes]) -> None:
+    for rel, data in files.items():
+        with open(os.path.join(mnt, rel), "rb") as f:
+            assert f.read() == data, rel
+
+
+def test_a_walk_reads_small_files_from_memory(module_mount: tuple[str, MountProcess]) -> None:
+    remote, mnt = fresh(module_mount)
+    root = module_mount[1].mountpoint
+    files = _tree(remote)
+    _fetched(root, mnt)
+    before = cache_counts(root)["content_hits"]
+    _read_all(mnt, files)
+    hits = cache_counts(root)["content_hits"] - before
+    assert hits >= len(files) - 4 - 1, hits  # every small one but d0/f0, not the big ones
+    grep = subprocess.run(["grep", "-r", "-l", "d2/f3", mnt], capture_output=True, text=True)
+    assert grep.stdout.split() == [os.path.join(mnt, "d2", "f3")]
+
+
+def test_copies_never_outlive_a_change(module_mount: tuple[str, MountProcess]) -> None:
+    remote, mnt = fresh(module_mount)
+    root = module_mount[1].mountpoint
+    files = _tree(remote)
+    _fetched(root, mnt)
+    # the mount's own write: seen at once, whatever the copy says
+    with open(os.path.join(mnt, "d1", "f1"), "wb") as f:
+        f.write(b"mine")
+    with open(os.path.join(mnt, "d1", "f1"), "rb") as f:
+        assert f.read() == b"mine"
+    # a rename over a fetched file: the new name shows the moved file's bytes
+    os.rename(os.path.join(mnt, "d1", "f2"), os.path.join(mnt, "d1", "f3"))
+    with open(os.path.join(mnt, "d1", "f3"), "rb") as f:
+        assert f.read() == files["d1/f2"]
+    # a change on the server, once the mount is told (or the TTL passed): the new bytes
+    with open(os.path.join(remote, "d2", "f4"), "wb") as f:
+        f.write(b"theirs, a different size")
+    touch_invalidate(root)
+    with open(os.path.join(mnt, "d2", "f4"), "rb") as f:
+        assert f.read() == b"theirs, a different size"
+    # a read-only descriptor of a copy still takes fchmod and futimens
+    fd = os.open(os.path.join(mnt, "d3", "f1"), os.O_RDONLY)
+    try:
+        os.fchmod(fd, 0o600)
+        os.utime(fd, ns=(1_000_000_000, 2_000_000_000))
+    finally:
+        os.close(fd)
+    st = os.stat(os.path.join(remote, "d3", "f1"))
+    assert st.st_mode & 0o777 == 0o600 and st.st_mtime_ns == 2_000_000_000

@@ -1,0 +1,91 @@
+"""The content fetch's framing and archive parsing, and the copies' coherence rules."""
+
+from __future__ import annotations
+
+import io
+import stat
+import subprocess
+import tarfile
+
+import pytest
+
+from sshvfs.vfs.bulk import end_record
+from sshvfs.vfs.contents import ContentCache, ContentParser, contents_command, parse_archive
+from sshvfs.vfs.types import Attrs
+
+
+def _archive(files: dict[str, tuple[int, bytes]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, (mtime, data) in files.items():
+            info = tarfile.TarInfo("./" + name)
+            info.size, info.mtime = len(data), mtime
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _attrs(size: int, mtime_s: int, mode: int = stat.S_IFREG | 0o644) -> Attrs:
+    return Attrs(mode, size, 0, 0, 1, mtime_s * 10**9, mtime_s * 10**9)
+
+
+def test_parser_reads_the_frame_in_any_chunks() -> None:
+    long = "d/" + "x" * 150  # a GNU long name
+    files = {"a": (5, b"hello"), long: (7, b"\0" * 600), "n\nl": (9, b"")}
+    archive = _archive(files)
+    stream = b"0 %d\0" % len(archive) + archive + end_record(0)
+    for step in (1, 7, 512, len(stream)):
+        parser = ContentParser()
+        for i in range(0, len(stream), step):
+            parser.feed(stream[i : i + step])
+        assert parser.exit_status == 0 and parser.tar_status == 0
+        assert parser.archive is not None
+        got = parse_archive(parser.archive)
+        assert got == {k.encode(): v for k, v in files.items()}
+
+
+def test_parser_refuses_garbage() -> None:
+    with pytest.raises(ValueError):
+        ContentParser().feed(b"x" * 100)
+    with pytest.raises(ValueError):
+        ContentParser(limit=10).feed(b"0 11\0")
+    parser = ContentParser()
+    with pytest.raises(ValueError):
+        parser.feed(b"0 0\0" + b"junk" * 10)
+
+
+def test_a_copy_is_served_only_while_the_attributes_match() -> None:
+    now = [100.0]
+    cache = ContentCache(max_bytes=10, ttl=30, timer=lambda: now[0])
+    cache.put_many(b"/r", {b"a": (5, b"12345"), b"b/c": (6, b"678")}, since=100.0)
+    assert cache.get(b"/r/a", _attrs(5, 5)) == b"12345"
+    assert cache.get(b"/r/b/c", _attrs(3, 7)) is None  # another mtime: dropped
+    assert cache.get(b"/r/b/c", _attrs(3, 6)) is None  # and gone for good
+    assert cache.get(b"/r/a", _attrs(6, 5)) is None  # another size
+    cache.put_many(b"/r", {b"a": (5, b"12345")}, since=100.0)
+    now[0] = 131.0
+    assert cache.get(b"/r/a", _attrs(5, 5)) is None  # older than the TTL
+    cache.put_many(b"/r", {b"x": (1, b"123456"), b"y": (1, b"123456")}, since=131.0)
+    assert len(cache) == 1 and cache.bytes == 6  # least recently used out, within bounds
+
+
+def test_the_command_runs_in_sh_and_frames_a_tar(tmp_path: object) -> None:
+    import os
+
+    root = str(tmp_path)
+    os.makedirs(os.path.join(root, "s p'ace"))
+    with open(os.path.join(root, "s p'ace", "f"), "wb") as f:
+        f.write(b"data")
+    with open(os.path.join(root, "big"), "wb") as f:
+        f.write(b"x" * 200)
+    cmd = contents_command(os.fsencode(root), max_file=100, max_files=10)
+    out = subprocess.run(
+        ["sh", "-c", cmd + b"; printf '\\0%s\\0\\0\\0\\0\\0\\0\\0\\0\\0/\\0' $?"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    parser = ContentParser()
+    parser.feed(out)
+    assert parser.exit_status == 0 and parser.archive is not None
+    got = parse_archive(parser.archive)
+    assert set(got) == {b"s p'ace/f"} and got[b"s p'ace/f"][1] == b"data"
+    assert os.getcwd() != root
