@@ -19,6 +19,7 @@ files are :mod:`.cachedfile`; prefetching a walked tree in one backend call is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import stat as _stat
@@ -68,6 +69,7 @@ class Listing:
 class CacheStats:
     hits: int = 0
     misses: int = 0
+    lookup_listings: int = 0
 
 
 _MISSING = object()  # negative-cache marker
@@ -118,6 +120,8 @@ class CachingVFS:
         self._linked: set[bytes] = set()
         #: small files' contents, fetched in bulk under prefetched trees
         self.contents = ContentPrefetcher(self, timer, attr_ttl)
+        #: directories being listed because a lookup missed there (across a link)
+        self._lookup_listings: dict[bytes, asyncio.Task[None]] = {}
 
     # -- bookkeeping -----------------------------------------------------------------
 
@@ -241,6 +245,7 @@ class CachingVFS:
             "hits": self.stats.hits,
             "misses": self.stats.misses,
             "evictions": self._attrs.evictions + self._dirs.evictions + self._neg.evictions,
+            "lookup_listings": self.stats.lookup_listings,
             **self.contents.counts(),
         }
 
@@ -283,6 +288,12 @@ class CachingVFS:
             self.stats.hits += 1
             return cached
         self.stats.misses += 1
+        if path != b"/" and await self._listed_for_lookup(split(path)[0]):
+            cached = self._cached_attrs(path)
+            if cached is _MISSING:
+                raise fs_error(errno.ENOENT, path)
+            if isinstance(cached, Attrs):
+                return cached
         gen = self._generation(path)
         try:
             attrs = await self.inner.lstat(path)
@@ -301,6 +312,37 @@ class CachingVFS:
 
     async def stat(self, path: bytes) -> Attrs:
         return await self.inner.stat(path)
+
+    async def _listed_for_lookup(self, parent: bytes) -> bool:
+        """Across a link (``inner.lists_for_lookups``), a lookup missed in a directory not
+        listed lists it by one exec command alongside its own LSTAT: the lookups that
+        follow there (an editor's temp file, the next file of a build, a save's rename)
+        are then answered from the listing, which was on its way a round trip earlier
+        than a new LSTAT would be. True when a listing started so landed."""
+        pending = self._lookup_listings.get(parent)
+        if pending is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(pending)
+            return parent in self._dirs
+        speculate = getattr(self.inner, "lists_for_lookups", None)
+        if not self._enabled_dir or parent in self._dirs or speculate is None or not speculate():
+            return False
+        if len(self._lookup_listings) > 64:
+            return False  # bounded: a burst of lookups in many directories asks SFTP
+        self.stats.lookup_listings += 1
+        task = asyncio.get_running_loop().create_task(self._list_for_lookups(parent))
+        self._lookup_listings[parent] = task
+        task.add_done_callback(lambda _: self._lookup_listings.pop(parent, None))
+        return False
+
+    async def _list_for_lookups(self, parent: bytes) -> None:
+        gen = self._generation(parent)
+        try:
+            entries = await self.inner.exec_listing(parent)  # type: ignore[attr-defined]
+        except OSError:
+            return
+        if gen == self._generation(parent):
+            self.install_listing(parent, entries)
 
     async def readdir(self, path: bytes) -> list[Entry]:
         listing = self._dirs.get(path) if self._enabled_dir else None

@@ -15,6 +15,7 @@ import errno
 import logging
 import os
 import stat as _stat
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -30,6 +31,11 @@ from .streaming import Streaming
 from .types import Attrs, Entry, StatFs, VFSFile
 
 log = logging.getLogger(__name__)
+
+#: an LSTAT round trip from which the server is across a link, not on this host (seconds)
+LINK_RTT = 0.002
+#: what an exec listing may cost over two round trips and still beat an LSTAT (seconds)
+EXEC_SLACK = 0.003
 
 T = TypeVar("T")
 
@@ -178,6 +184,8 @@ class SftpVFS:
         self._bridge = bridge
         self._session = session
         self.timeout = timeout or None
+        #: moving average of an LSTAT's round trip (seconds): is this a link or the host?
+        self.lstat_rtt: float | None = None
         self._exec_sessions = exec_sessions
         self._exec_resolution = 1_000_000_000
         #: what a stored time is rounded down to (SFTP v3 carries whole seconds)
@@ -349,7 +357,29 @@ class SftpVFS:
         async def action() -> Attrs:
             return _attrs(await self._sftp.lstat(self.remote(path)))
 
-        return await self._op(path, action)
+        started = time.monotonic()
+        attrs = await self._op(path, action)
+        took = time.monotonic() - started
+        self.lstat_rtt = took if self.lstat_rtt is None else 0.8 * self.lstat_rtt + 0.2 * took
+        return attrs
+
+    def lists_for_lookups(self) -> bool:
+        """Is a directory's listing by one exec command about as quick as one LSTAT (a
+        link whose round trip dwarfs the server's work), so that a lookup may list its
+        directory alongside (see CachingVFS.lstat)?"""
+        bulk = self._listings.bulk
+        rtt = self.lstat_rtt
+        if bulk is None or not bulk.available or rtt is None or rtt < LINK_RTT:
+            return False
+        return bulk.cost() <= 2 * rtt + EXEC_SLACK
+
+    async def exec_listing(self, path: bytes) -> list[Entry]:
+        """``path``'s listing by one exec command (ENOTSUP when exec is unavailable)."""
+        bulk = self._listings.bulk
+        if bulk is None:
+            raise fs_error(errno.ENOTSUP, path)
+        remote = self.remote(path)
+        return await self._op(path, lambda: bulk.listing(remote), other_channel=True)
 
     async def stat(self, path: bytes) -> Attrs:
         async def action() -> Attrs:
