@@ -1,8 +1,9 @@
 """A delaying TCP relay: a simulated WAN between the benchmark's clients and its sshd.
 
-This kernel has no netem, so ``scripts/bench --rtt MS`` (and tests that need a link) put this relay in front of the
-sshd: every byte is held back half the round trip in each direction (the link's bandwidth
-stays loopback's), and the order of bytes in each direction is kept.
+This kernel has no netem, so ``scripts/bench --rtt MS`` (and tests that need a link) put
+this relay in front of the sshd: every byte is held back half the round trip in each
+direction (the link's bandwidth stays loopback's), and the order of bytes in each
+direction is kept.
 
 It also counts **round trips**: a client's burst of bytes that follows an answer of the
 server. A serial request-reply exchange is one; sixteen requests in flight sent before the

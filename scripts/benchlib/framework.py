@@ -20,9 +20,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tests.mounting import force_unmount, is_mounted, mounted  # noqa: E402
-from tests.sshd import Sshd  # noqa: E402
-
 from tests.relay import Relay  # noqa: E402
+from tests.sshd import Sshd  # noqa: E402
 
 #: the bare ssh pipe uses the cipher sshvfs prefers, so it is the real ceiling
 PIPE_CIPHER = "aes128-gcm@openssh.com"
