@@ -229,8 +229,9 @@ class Mount:
         }
 
     def _listing_status(self) -> dict[str, object] | None:
-        lister = self.sftp_vfs.lister if self.sftp_vfs is not None else None
-        if lister is None:
+        vfs = self.sftp_vfs
+        lister = vfs.lister if vfs is not None else None
+        if vfs is None or lister is None:
             return {"mode": self.opts.listing, "exec": False, "reason": "disabled"}
         return {
             "mode": self.opts.listing,
@@ -238,6 +239,10 @@ class Mount:
             "reason": lister.reason,
             "commands": lister.commands,
             "prefetches": self.cache.prefetches if self.cache is not None else 0,
+            # what decides whether lookups list their directory (a link, cheap exec)
+            "exec_latency_ms": round(lister.cost() * 1000, 2),
+            "lstat_rtt_ms": round((vfs.lstat_rtt or 0) * 1000, 2),
+            "lists_for_lookups": vfs.lists_for_lookups(),
         }
 
     def serve(self) -> None:

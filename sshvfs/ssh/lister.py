@@ -263,12 +263,15 @@ class ExecLister:
         except BaseException:
             shell.close()
             raise
+        if not await shell.check(self._probe_timeout):
+            raise ExecUnavailable("a remote shell failed the probe")
+        self.start_latency = time.monotonic() - started
+        # a shell's first command also waits for the shell itself to start (100 ms and
+        # more across a link): a second one measures what every later command costs
         checked = time.monotonic()
         if not await shell.check(self._probe_timeout):
             raise ExecUnavailable("a remote shell failed the probe")
-        now = time.monotonic()
-        self.start_latency = now - started
-        self.latency = now - checked
+        self.latency = time.monotonic() - checked
         return shell
 
     async def probe(self) -> bool:

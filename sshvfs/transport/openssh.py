@@ -273,6 +273,7 @@ class Master:
         ]
 
     async def sftp_process(self) -> asyncio.subprocess.Process:
+        """The SFTP session, as a mux session (the master itself runs no session)."""
         return await asyncio.create_subprocess_exec(
             *self.mux_argv("-s", "--", self.target.host, "sftp"),
             stdin=asyncio.subprocess.PIPE,
