@@ -19,7 +19,6 @@ files are :mod:`.cachedfile`; prefetching a walked tree in one backend call is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import os
 import stat as _stat
@@ -33,6 +32,7 @@ from cachetools import TTLCache
 from ..errors import fs_error
 from .cachedfile import CachedFile
 from .contents import ContentPrefetcher
+from .lookuplist import LookupLister
 from .treeprefetch import TreePrefetcher
 from .types import VFS, Attrs, Entry, StatFs, VFSFile, join, split, within
 
@@ -120,8 +120,8 @@ class CachingVFS:
         self._linked: set[bytes] = set()
         #: small files' contents, fetched in bulk under prefetched trees
         self.contents = ContentPrefetcher(self, timer, attr_ttl)
-        #: directories being listed because a lookup missed there (across a link)
-        self._lookup_listings: dict[bytes, asyncio.Task[None]] = {}
+        #: directories listed because lookups missed there
+        self._lookup_lister = LookupLister(self)
 
     # -- bookkeeping -----------------------------------------------------------------
 
@@ -288,7 +288,7 @@ class CachingVFS:
             self.stats.hits += 1
             return cached
         self.stats.misses += 1
-        if path != b"/" and await self._listed_for_lookup(split(path)[0]):
+        if path != b"/" and await self._lookup_lister.listed(split(path)[0]):
             cached = self._cached_attrs(path)
             if cached is _MISSING:
                 raise fs_error(errno.ENOENT, path)
@@ -312,37 +312,6 @@ class CachingVFS:
 
     async def stat(self, path: bytes) -> Attrs:
         return await self.inner.stat(path)
-
-    async def _listed_for_lookup(self, parent: bytes) -> bool:
-        """Across a link (``inner.lists_for_lookups``), a lookup missed in a directory not
-        listed lists it by one exec command alongside its own LSTAT: the lookups that
-        follow there (an editor's temp file, the next file of a build, a save's rename)
-        are then answered from the listing, which was on its way a round trip earlier
-        than a new LSTAT would be. True when a listing started so landed."""
-        pending = self._lookup_listings.get(parent)
-        if pending is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(pending)
-            return parent in self._dirs
-        speculate = getattr(self.inner, "lists_for_lookups", None)
-        if not self._enabled_dir or parent in self._dirs or speculate is None or not speculate():
-            return False
-        if len(self._lookup_listings) > 64:
-            return False  # bounded: a burst of lookups in many directories asks SFTP
-        self.stats.lookup_listings += 1
-        task = asyncio.get_running_loop().create_task(self._list_for_lookups(parent))
-        self._lookup_listings[parent] = task
-        task.add_done_callback(lambda _: self._lookup_listings.pop(parent, None))
-        return False
-
-    async def _list_for_lookups(self, parent: bytes) -> None:
-        gen = self._generation(parent)
-        try:
-            entries = await self.inner.exec_listing(parent)  # type: ignore[attr-defined]
-        except OSError:
-            return
-        if gen == self._generation(parent):
-            self.install_listing(parent, entries)
 
     async def readdir(self, path: bytes) -> list[Entry]:
         listing = self._dirs.get(path) if self._enabled_dir else None
