@@ -23,12 +23,12 @@ from .fuse.control import ControlState
 from .fuse.dirstreams import kernel_cache_supported
 from .fuse.operations import Operations, Timeouts
 from .fuse.ownership import Ownership
+from .sftp.vfs import SftpVFS
 from .ssh.bridge import Bridge
 from .ssh.connection import Connection
 from .ssh.session import Session
 from .transfers import Transfers
 from .vfs.cached import CachingVFS
-from .vfs.sftp import SftpVFS
 from .vfs.symlinks import FollowSymlinksVFS
 from .vfs.types import VFS
 

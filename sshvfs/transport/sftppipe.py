@@ -1,7 +1,7 @@
 """asyncssh's SFTP client over a pair of pipes (an ``ssh -s sftp`` subprocess).
 
 asyncssh's SFTPClient speaks SFTP over an SSH channel's reader and writer; these two small
-adapters give it a subprocess's pipes instead, so every SFTP call of :mod:`sshvfs.vfs.sftp`
+adapters give it a subprocess's pipes instead, so every SFTP call of :mod:`sshvfs.sftp.vfs`
 works unchanged on either transport. Measured here (LSTAT, loopback): 104 us a serial round
 trip and 36 us of our CPU a request with 16 in flight, against 212 and 134 in-process.
 """

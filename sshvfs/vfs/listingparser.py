@@ -236,7 +236,7 @@ class ListingParser:
     :class:`BulkParseError` the parser is in an unspecified state: discard it.
 
     ``time_resolution_ns`` floors every time to a multiple of it: 1 keeps find's
-    nanoseconds, 1_000_000_000 gives whole seconds like SFTP v3 (see :mod:`sshvfs.vfs.sftp`
+    nanoseconds, 1_000_000_000 gives whole seconds like SFTP v3 (see :mod:`sshvfs.sftp.vfs`
     for why a mount wants both listing paths to agree).
 
     ``framed``: the output of one command run by a long-lived shell ends with the

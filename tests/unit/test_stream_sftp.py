@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from sshvfs.config import MountOptions, Target
+from sshvfs.sftp.vfs import SftpVFS
 from sshvfs.ssh.bridge import Bridge
 from sshvfs.ssh.connection import connect
 from sshvfs.transfers import Transfers
-from sshvfs.vfs.sftp import SftpVFS
 
 from ..sshd import Sshd
 

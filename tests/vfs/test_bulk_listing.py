@@ -24,10 +24,10 @@ from dataclasses import dataclass
 import pytest
 
 from sshvfs.config import MountOptions, Target
+from sshvfs.sftp.vfs import SftpVFS
 from sshvfs.ssh.bridge import Bridge
 from sshvfs.ssh.connection import connect
 from sshvfs.ssh.demo import DemoServer
-from sshvfs.vfs.sftp import SftpVFS
 from sshvfs.vfs.types import Entry
 
 from ..sshd import Sshd, find_sshd

@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from sshvfs.config import MountOptions, Target
+from sshvfs.sftp.vfs import SftpVFS
 from sshvfs.ssh.bridge import Bridge
 from sshvfs.ssh.connection import connect
 from sshvfs.vfs.local import LocalVFS
-from sshvfs.vfs.sftp import SftpVFS
 from sshvfs.vfs.types import VFS, FileType
 
 from ..sshd import Sshd

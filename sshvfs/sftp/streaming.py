@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 
 from ..ssh.cork import Cork, socket_of
 from ..transfers import Transfers
-from .budget import ByteBudget
-from .readahead import ReadAhead
-from .writeorder import WriteOrder
+from ..vfs.budget import ByteBudget
+from ..vfs.readahead import ReadAhead
+from ..vfs.writeorder import WriteOrder
 
 if TYPE_CHECKING:
     import asyncssh

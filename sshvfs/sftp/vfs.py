@@ -27,8 +27,8 @@ from ..ssh.connection import Connection
 from ..ssh.lister import DEFAULT_SESSIONS, DirLister, ExecLister, ListingPolicy
 from ..ssh.session import Session
 from ..transfers import Transfers
+from ..vfs.types import Attrs, Entry, StatFs, VFSFile
 from .streaming import Streaming
-from .types import Attrs, Entry, StatFs, VFSFile
 
 log = logging.getLogger(__name__)
 
@@ -452,7 +452,7 @@ class SftpVFS:
 
         # O_EXCL twice would fail where the first try may have created the file
         handle, attrs = await self._op(path, action, explain, idempotent=not flags & os.O_EXCL)
-        from .sftpfile import SftpFile  # it builds on this module's error mapping
+        from .file import SftpFile  # it builds on this module's error mapping
 
         return SftpFile(self, path, handle, self._streaming, attrs, flags)
 

@@ -2,8 +2,8 @@
 
 Reads go through a :class:`~sshvfs.vfs.readahead.ReadAhead`, writes through a
 :class:`~sshvfs.vfs.writebehind.WriteBehind`, both on the asyncio side; the mount-wide
-bounds and coherence live in :class:`~sshvfs.vfs.streaming.Streaming`. Errors are translated
-by :mod:`sshvfs.vfs.sftp`'s one mapping.
+bounds and coherence live in :class:`~sshvfs.sftp.streaming.Streaming`. Errors are translated
+by :mod:`sshvfs.sftp.vfs`'s one mapping.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ import asyncssh
 
 from ..errors import fs_error
 from ..transfers import Direction, Transfer
-from .readahead import ReadAhead
-from .sftp import _LOST, _attrs, _pflags, _translate, setstat_attrs
+from ..vfs.readahead import ReadAhead
+from ..vfs.types import Attrs
+from ..vfs.writebehind import WriteBehind
 from .streaming import Streaming
-from .types import Attrs
-from .writebehind import WriteBehind
+from .vfs import _LOST, _attrs, _pflags, _translate, setstat_attrs
 
 if TYPE_CHECKING:
-    from .sftp import SftpVFS
+    from .vfs import SftpVFS
 
 log = logging.getLogger(__name__)
 
