@@ -120,6 +120,8 @@ class CachingVFS:
         self._linked: set[bytes] = set()
         #: small files' contents, fetched in bulk under prefetched trees
         self.contents = ContentPrefetcher(self, timer, attr_ttl)
+        #: paths opened as files (never directories) since they last went away
+        self._opened: set[bytes] = set()
         #: directories listed because lookups missed there
         self._lookup_lister = LookupLister(self)
 
@@ -182,6 +184,7 @@ class CachingVFS:
 
     def _gone(self, path: bytes, is_dir: bool | None = None) -> None:
         """``path`` no longer exists (unlink, rmdir, rename source)."""
+        self._opened.discard(path)
         if path in self._dirs:
             self._epoch += 1  # fetches below a directory that is gone: none may land
         self._drop_subtree(path, is_dir)
@@ -428,6 +431,9 @@ class CachingVFS:
         file = await self.inner.open(path, flags, mode)
         if reading:
             self.contents.missed(path)
+        if len(self._opened) > 100_000:
+            self._opened.clear()
+        self._opened.add(path)  # not a directory: the kernel opens those with OPENDIR
         if changes:
             self._mark(path)
             self._attrs.pop(split(path)[0], None)
@@ -436,6 +442,7 @@ class CachingVFS:
         return CachedFile(self, file)
 
     async def mkdir(self, path: bytes, mode: int = 0o755) -> None:
+        self._opened.discard(path)
         self._mark(path)
         try:
             await self.inner.mkdir(path, mode)
@@ -461,6 +468,10 @@ class CachingVFS:
     async def rename(self, old: bytes, new: bytes) -> None:
         known = self._known(old)
         is_dir = known.is_dir if known is not None else None
+        if is_dir is None and old in self._opened:
+            # a file just made (its attributes not cached yet): a save's temp file. Saying
+            # so spares two scans of every cached key (1.3 ms a rename with 300 entries)
+            is_dir = False
         was_linked = old in self._linked
         self._mark(new)
         try:
@@ -475,6 +486,8 @@ class CachingVFS:
         self._linked.discard(new)
         if was_linked:
             self._linked.add(new)
+        if is_dir is False:
+            self._opened.add(new)
         if known is not None:
             self._learn(new, known)  # a rename changes the name, not the attributes
 
