@@ -37,6 +37,10 @@ def _retrieve(task: asyncio.Future[None]) -> None:
         task.exception()
 
 
+#: a file opened for reading whose size says it is at most this is read at once
+READ_AT_OPEN = 64 * 1024
+
+
 class SftpFile:
     """An open remote file: reads stream through a :class:`ReadAhead`, writes through a
     :class:`WriteBehind`, both on the asyncio side.
@@ -108,6 +112,8 @@ class SftpFile:
 
     def size_hint(self, size: int) -> None:
         self._reader.eof_hint = size if size > 0 else None
+        if self._reopen_flags & os.O_ACCMODE == os.O_RDONLY and 0 < size <= READ_AT_OPEN:
+            self._reader.start(size)
 
     # -- asyncio side: what the ReadAhead and WriteBehind call ------------------------------
 

@@ -142,6 +142,19 @@ class ReadAhead:
         self._last_end = offset + len(data)
         return data
 
+    def start(self, size: int) -> None:
+        """Ask for the first ``size`` bytes now, before any read: a small file opened for
+        reading is read next, and its READ is then on its way a turn of the kernel and
+        the caller earlier. The read that follows is a hit of this run."""
+        if self._closed or self._run or self._segments or size <= 0:
+            return
+        self._run = True
+        self._next = self._last_end = 0
+        self._window = 0
+        self.stats.prefetched += self._issue(size, needed=True)
+        if self._on_batch is not None:
+            self._on_batch()
+
     def invalidate(self) -> None:
         """Forget everything prefetched: the file changed."""
         self._drop_all()
@@ -192,6 +205,8 @@ class ReadAhead:
             if not needed:
                 if self._eof is not None and self._next >= self._eof:
                     break
+                if self.eof_hint is not None and self._next >= self.eof_hint:
+                    break  # past the size the file had at open: no speculative READ
                 if budget is not None and not budget.try_acquire(self.block):
                     break
                 self.stats.prefetched += 1

@@ -91,6 +91,25 @@ def test_a_short_answer_at_the_size_known_at_open_is_the_end() -> None:
     assert len(remote.requests) == 3  # type: ignore[attr-defined]
 
 
+def test_a_small_file_read_at_open_needs_no_request_at_its_read() -> None:
+    data = random.Random(7).randbytes(700)
+
+    async def main() -> FakeRemote:
+        remote = FakeRemote(data)
+        ra = ReadAhead(remote.fetch, BLOCK, max_window=8 * BLOCK, eof_hint=700)
+        ra.start(700)
+        await asyncio.sleep(0.01)  # the answer lands before the kernel asks
+        asked = len(remote.requests)
+        assert await ra.read(0, BLOCK) == data  # (the kernel asks a page: never over a block)
+        assert len(remote.requests) == asked == 1  # nothing past the known size either
+        ra.invalidate()  # a write through the mount: the next read asks again
+        assert await ra.read(0, 100) == data[:100]
+        assert len(remote.requests) == 2
+        return remote
+
+    run(main())
+
+
 def test_random_access_asks_only_for_what_is_read() -> None:
     data = random.Random(4).randbytes(300_000)
     remote = FakeRemote(data)
