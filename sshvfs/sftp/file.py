@@ -113,6 +113,7 @@ class SftpFile:
     def size_hint(self, size: int) -> None:
         self._reader.eof_hint = size if size > 0 else None
         if self._reopen_flags & os.O_ACCMODE == os.O_RDONLY and 0 < size <= READ_AT_OPEN:
+            self._register()  # a write through the mount must drop what this asks for
             self._reader.start(size)
 
     # -- asyncio side: what the ReadAhead and WriteBehind call ------------------------------
@@ -259,6 +260,13 @@ class SftpFile:
         if self._error is not None:
             raise self._error
 
+    def _register(self) -> None:
+        """Asyncio side: writes and truncates of this path through the mount now drop
+        what this handle read ahead (see Streaming.changed)."""
+        if not self._registered:
+            self._registered = True
+            self._streaming.register(self._path, self._reader)
+
     async def read(self, offset: int, size: int) -> bytes:
         transfer = self._transfer("read")
         learn = (
@@ -270,9 +278,7 @@ class SftpFile:
             self._size_asked = True
 
         async def op() -> bytes:
-            if not self._registered:
-                self._registered = True
-                self._streaming.register(self._path, self._reader)
+            self._register()
             if learn and transfer is not None:  # a big read: tell the status file its size
                 self._size_task = asyncio.ensure_future(self._learn_size(transfer))
             await self._writer.barrier()

@@ -135,6 +135,28 @@ def test_large_files_both_ways_with_odd_buffer_sizes(
         assert hashlib.sha256(server).digest() == hashlib.sha256(up).digest(), name
 
 
+def test_a_small_file_read_at_open_sees_a_later_write(
+    module_mount: tuple[str, MountProcess],
+) -> None:
+    """A small file opened for reading is asked for at once (READ_AT_OPEN); a write
+    through another handle of the mount before the first read must still be seen."""
+    remote, mnt = fresh(module_mount)
+    put(os.path.join(remote, "f"), b"a" * 3000)
+    path = os.path.join(mnt, "f")
+    assert os.stat(path).st_size == 3000  # the lookup that gives the open its size
+    reader = os.open(path, os.O_RDONLY)
+    try:
+        time.sleep(0.05)  # the READ sent at open is answered
+        writer = os.open(path, os.O_WRONLY)
+        try:
+            os.pwrite(writer, b"b" * 5000, 1000)
+        finally:
+            os.close(writer)
+        assert os.pread(reader, 10_000, 0) == b"a" * 1000 + b"b" * 5000
+    finally:
+        os.close(reader)
+
+
 def test_two_readers_at_once(module_mount: tuple[str, MountProcess]) -> None:
     remote, mnt = fresh(module_mount)
     data = random.Random(13).randbytes(16 * MiB + 99)
