@@ -63,6 +63,9 @@ class Listing:
     entries: dict[bytes, Entry]
     #: names whose attributes changed since the listing was fetched
     dirty: set[bytes] = field(default_factory=set)
+    #: whether a name it lacks is missing (False: a listing made for lookups, which
+    #: answers for the names it has and lets the server answer for the others)
+    vouches: bool = True
 
 
 @dataclass
@@ -266,11 +269,14 @@ class CachingVFS:
         parent = name = b""
         if path != b"/":
             parent, name = split(path)
-            listing = self._dirs.get(parent)
+            listing: Listing | None = self._dirs.get(parent)
             if listing is not None and name not in listing.dirty:
                 entry = listing.entries.get(name)
                 # a listing is authoritative for its names within its TTL
-                return entry.attrs if entry is not None else _MISSING
+                if entry is not None:
+                    return entry.attrs
+                if listing.vouches:
+                    return _MISSING
         attrs: Attrs | None = self._attrs.get(path)
         if attrs is not None:
             return attrs
@@ -342,12 +348,13 @@ class CachingVFS:
         self.stats.hits += 1
         return list(listing.entries.values())
 
-    def install_listing(self, path: bytes, entries: list[Entry]) -> None:
+    def install_listing(self, path: bytes, entries: list[Entry], vouches: bool = True) -> None:
         """Cache a listing. Its entries answer lstat through the listing itself (not copied
-        into the attribute cache: that would double the memory of a huge directory)."""
+        into the attribute cache: that would double the memory of a huge directory).
+        ``vouches=False``: a name it lacks is still asked of the server (see Listing)."""
         self._made.pop(path, None)  # the listing knows better now
         if self._enabled_dir:
-            self._dirs[path] = Listing({e.name: e for e in entries})
+            self._dirs[path] = Listing({e.name: e for e in entries}, vouches=vouches)
         for e in entries:
             if e.attrs.nlink > 1:
                 self._note_links(join(path, e.name), e.attrs)

@@ -383,3 +383,29 @@ async def test_a_walk_gets_directories_before_the_prefetch_ends(workdir: str, fa
     # a failed prefetch takes back what it handed out; a good one keeps all of it
     assert (cache.listed(b"/w/d1/s2") is None) == fail
     assert (cache.listed(b"/w/d1") is None) == fail
+
+
+async def test_a_lookup_walk_lists_its_directory_but_not_for_missing_names(setup: Any) -> None:
+    """Three lookups missed in a small directory list it; the next lookups of names it has
+    need no LSTAT, but a name it lacks is asked of the server: it may have been created
+    there since (lookups asked before there were such listings, and still do)."""
+    cache, backend, clock, root = setup
+    for i in range(10):
+        touch(root, f"d/f{i}", b"x" * i)
+    await cache.lstat(b"/d")
+    for i in range(3):
+        assert (await cache.lstat(f"/d/f{i}".encode())).size == i
+    for _ in range(100):  # the listing lands in the background
+        if cache.cached_listing(b"/d") is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert backend.calls["readdir"] == 1 and cache.counts()["lookup_listings"] == 1
+    before = backend.calls["lstat"]
+    for i in range(3, 10):
+        assert (await cache.lstat(f"/d/f{i}".encode())).size == i
+    assert backend.calls["lstat"] == before
+    touch(root, "d/new", b"made behind the cache's back")
+    assert (await cache.lstat(b"/d/new")).size == 28
+    with pytest.raises(FileNotFoundError):
+        await cache.lstat(b"/d/nope")
+    assert backend.calls["lstat"] == before + 2
