@@ -16,6 +16,7 @@ master is gone, they fail at once and the session reconnects. Asyncio side only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -181,6 +182,8 @@ class Master:
         self._watch: asyncio.Task[None] | None = None
         self.server_version = ""
         self.closing = False
+        #: the mux sessions' processes (SFTP, remote shells, commands)
+        self._sessions: set[asyncio.subprocess.Process] = set()
         self.on_lost: Callable[[Exception | None], None] | None = None
 
     # -- the master --------------------------------------------------------------------
@@ -274,13 +277,22 @@ class Master:
 
     async def sftp_process(self) -> asyncio.subprocess.Process:
         """The SFTP session, as a mux session (the master itself runs no session)."""
-        return await asyncio.create_subprocess_exec(
-            *self.mux_argv("-s", "--", self.target.host, "sftp"),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-            start_new_session=True,
+        return self._track(
+            await asyncio.create_subprocess_exec(
+                *self.mux_argv("-s", "--", self.target.host, "sftp"),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+            )
         )
+
+    def _track(self, proc: asyncio.subprocess.Process) -> asyncio.subprocess.Process:
+        """Remember a session's process until it ends, so that closing reaps it."""
+        if len(self._sessions) > 64:
+            self._sessions = {p for p in self._sessions if p.returncode is None}
+        self._sessions.add(proc)
+        return proc
 
     async def create_process(self, command: str | bytes, encoding: None = None) -> ExecProcess:
         """Start ``command`` (sent as it is) in the login shell of the remote user."""
@@ -289,12 +301,14 @@ class Master:
     async def _command(self, command: str | bytes, stdin: int) -> asyncio.subprocess.Process:
         if self.closing:
             raise ConnectionError("the connection is closed")
-        return await asyncio.create_subprocess_exec(
-            *self.mux_argv("--", self.target.host, command),
-            stdin=stdin,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
+        return self._track(
+            await asyncio.create_subprocess_exec(
+                *self.mux_argv("--", self.target.host, command),
+                stdin=stdin,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
         )
 
     async def run(
@@ -334,6 +348,14 @@ class Master:
                 await self._proc.wait()
         if self._watch is not None:
             self._watch.cancel()
+        # the sessions end with the master; reap them here, on the loop that made them
+        for proc in list(self._sessions):
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(proc.wait(), 3)
+        self._sessions.clear()
         self.cleanup()
 
     def cleanup(self) -> None:
