@@ -22,7 +22,7 @@ from ..errors import fs_error
 from ..transfers import Direction, Transfer
 from ..vfs.readahead import ReadAhead
 from ..vfs.types import Attrs
-from ..vfs.writebehind import WriteBehind
+from ..vfs.writebehind import WriteBehind, retrieve
 from .streaming import Streaming
 from .vfs import _LOST, _attrs, _pflags, _translate, setstat_attrs
 
@@ -30,11 +30,6 @@ if TYPE_CHECKING:
     from .vfs import SftpVFS
 
 log = logging.getLogger(__name__)
-
-
-def _retrieve(task: asyncio.Future[None]) -> None:
-    if not task.cancelled():
-        task.exception()
 
 
 #: a file opened for reading whose size says it is at most this is read at once
@@ -350,22 +345,14 @@ class SftpFile:
         async def op() -> None:
             await self._writer.request(lambda: self._fsetstat(attrs))
 
-        try:
-            await self._vfs._run(op(), self._path)
-        except OSError:
-            self._check()
-            raise
+        await self._run_checked(op())
 
     async def flush(self) -> None:
         settled = self._writer.settled  # read before the error: see WriteBehind's doc
         self._check()
         if settled == self._submitted and not self._writer.busy:
             return  # every write and setstat acknowledged, none failed
-        try:
-            await self._vfs._run(self._writer.drain(), self._path)
-        except OSError:
-            self._check()
-            raise
+        await self._run_checked(self._writer.drain())
 
     async def fsync(self) -> None:
         self._check()
@@ -387,12 +374,17 @@ class SftpFile:
             try:
                 await self._writer.drain()
             except BaseException:
-                syncing.add_done_callback(_retrieve)  # the write's error is the one to report
+                syncing.add_done_callback(retrieve)  # the write's error is the one to report
                 raise
             await syncing
 
+        await self._run_checked(op())
+
+    async def _run_checked(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` on the asyncio side; on failure raise the sticky write error if
+        there is one (it is what the caller must hear), else the failure itself."""
         try:
-            await self._vfs._run(op(), self._path)
+            await self._vfs._run(coro, self._path)
         except OSError:
             self._check()
             raise

@@ -241,11 +241,14 @@ class MemoryFile:
     async def read(self, offset: int, size: int) -> bytes:
         return self._data[offset : offset + size]
 
+    def _read_only(self) -> OSError:
+        return OSError(errno.EBADF, "opened read-only", os.fsdecode(self._path))
+
     async def write(self, offset: int, data: bytes) -> int:
-        raise OSError(errno.EBADF, "opened read-only", os.fsdecode(self._path))
+        raise self._read_only()
 
     async def truncate(self, size: int) -> None:
-        raise OSError(errno.EBADF, "opened read-only", os.fsdecode(self._path))
+        raise self._read_only()
 
     async def fstat(self) -> Attrs:
         return self._attrs

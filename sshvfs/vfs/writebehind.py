@@ -31,6 +31,7 @@ import errno
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from .budget import ByteBudget
 
@@ -121,7 +122,7 @@ class WriteBehind:
         if self._lock is not None and self._lock.locked():
             # a waiting write holds the order: queue behind it (callers avoid this case)
             future = asyncio.ensure_future(self.write(offset, data))
-            future.add_done_callback(_retrieve)
+            future.add_done_callback(retrieve)  # kept in WriteBehind.error
             return
         self._own.force(size)
         if self._budget is not None:
@@ -205,6 +206,8 @@ class WriteBehind:
             raise self.error
 
 
-def _retrieve(future: asyncio.Future[int]) -> None:
+def retrieve(future: asyncio.Future[Any]) -> None:
+    """A done callback that marks a future's error as seen (no "never retrieved" warning)
+    when whoever cares has it already (WriteBehind.error, or another error raised)."""
     if not future.cancelled():
-        future.exception()  # kept in WriteBehind.error; nobody else awaits this one
+        future.exception()
