@@ -249,6 +249,22 @@ OPTIONS.update(
                 attr="cache_max_entries",
             ),
             Option(
+                "watch",
+                "choice",
+                "auto",
+                "push changes made on the server into the mount: inotify (inotifywait on the"
+                " server), poll (a scan every watch_interval), auto (inotify where the server"
+                " has it, else poll), no (caches keep their timeouts)",
+                ("auto", "inotify", "poll", "no"),
+            ),
+            Option("watch_interval", "float", 2.0, "seconds between two polls (watch=poll)"),
+            Option(
+                "watch_max_dirs",
+                "int",
+                10_000,
+                "most directories watched: the ones used last",
+            ),
+            Option(
                 "negative_timeout",
                 "float",
                 None,
@@ -390,6 +406,9 @@ class MountOptions:
     reconnect: bool = True
     op_timeout: float = 30.0
     negative_timeout: float | None = None
+    watch: str = "auto"
+    watch_interval: float = 2.0
+    watch_max_dirs: int = 10_000
     host_key_algorithms: str | None = None
     kex_algorithms: str | None = None
     macs: str | None = None

@@ -27,10 +27,11 @@ from .sftp.vfs import SftpVFS
 from .ssh.bridge import Bridge
 from .ssh.connection import Connection
 from .ssh.session import Session
+from .ssh.watcher import RemoteWatcher
 from .transfers import Transfers
 from .vfs.cached import CachingVFS
 from .vfs.symlinks import FollowSymlinksVFS
-from .vfs.types import VFS
+from .vfs.types import VFS, Change, Entry
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,7 @@ class Mount:
                 negative_ttl=opts.negative_timeout,
             )
             vfs = self.cache
+            self._start_watcher(self.cache)
             # the kernel may trust what we say exactly as long as we trust it ourselves
             timeouts = Timeouts(entry=opts.entry_ttl, attr=opts.attr_ttl)
         else:
@@ -197,6 +199,49 @@ class Mount:
         return ops
 
     _ops: Operations | None = None
+    watcher: RemoteWatcher | None = None
+
+    def _start_watcher(self, cache: CachingVFS) -> None:
+        """Changes made on the server pushed into the caches (watch=): the watcher learns
+        the directories in use from the cache, and says where a missing name is missing."""
+        opts, sftp_vfs, session = self.opts, self.sftp_vfs, self.session
+        assert self.connection is not None and sftp_vfs is not None
+        if opts.watch == "no":
+            return  # listings and negative entries answer for their whole timeout
+        if sftp_vfs.lister is None:
+            log.info("watch: off: listing=sftp runs no remote commands")
+            return
+        watcher = RemoteWatcher(
+            opts.watch,
+            self.connection.root,
+            self._remote_changes,
+            lambda: sftp_vfs.lister,
+            sftp_vfs.exec_listing,
+            interval=opts.watch_interval,
+            max_dirs=opts.watch_max_dirs,
+        )
+        cache.on_use = watcher.use
+        cache.vouch = watcher.vouches
+        # a poll reports a change for up to two intervals after it was made
+        cache.remote.own_window = max(cache.remote.own_window, 3 * watcher.interval + 1)
+        if session is not None:
+            session.on_connect.append(lambda conn: watcher.bind(conn.conn))
+        self.watcher = watcher
+
+    async def _remote_changes(
+        self, changes: list[Change], listings: dict[bytes, list[Entry]]
+    ) -> None:
+        if self.cache is None:
+            return
+        kept = self.cache.remote.apply(changes, listings)
+        if not kept:
+            return
+        if self.sftp_vfs is not None:
+            for change in kept:
+                if change.kind in ("entry", "all"):
+                    self.sftp_vfs.changed_remotely(None if change.kind == "all" else change.path)
+        if self._ops is not None:
+            await self._ops.drop_kernel_changes(kept)
 
     async def _invalidate(self, path: bytes | None) -> None:
         if self.cache is not None:
@@ -226,6 +271,11 @@ class Mount:
             "inodes": len(self._ops.inodes) if self._ops is not None else 0,
             "transfers": self.transfers.snapshot() if self.transfers is not None else [],
             "listing": self._listing_status(),
+            "watch": (
+                self.watcher.status()
+                if self.watcher is not None
+                else {"mode": self.opts.watch, "active": "off"}
+            ),
         }
 
     def _listing_status(self) -> dict[str, object] | None:
@@ -308,6 +358,8 @@ class Mount:
         pyfuse3.terminate()
 
     async def _main(self, ops: Operations) -> None:
+        if self.watcher is not None and self.connection is not None:
+            self.watcher.bind(self.connection.conn)
         helpers = [
             asyncio.create_task(raise_read_ahead(self.mountpoint)),
             asyncio.create_task(ops.dirs.expire_kernel_listings()),
@@ -318,6 +370,8 @@ class Mount:
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
+            if self.watcher is not None:
+                await self.watcher.close()
         try:
             async with asyncio.timeout(10):
                 await ops.close()

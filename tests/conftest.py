@@ -41,13 +41,15 @@ def workdir() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def module_mount(sshd: Sshd) -> Iterator[tuple[str, MountProcess]]:
-    """One mount shared by a module: (server-side dir, mount handle)."""
+def module_mount(sshd: Sshd, request: pytest.FixtureRequest) -> Iterator[tuple[str, MountProcess]]:
+    """One mount shared by a module: (server-side dir, mount handle), with the module's
+    ``MOUNT_OPTIONS`` if it has any."""
+    options = list(getattr(request.module, "MOUNT_OPTIONS", []))
     base = tempfile.mkdtemp(prefix="sshvfs-mod-")
     remote = os.path.join(base, "remote")
     os.makedirs(remote)
     try:
-        with mounted(sshd, remote, os.path.join(base, "mnt")) as m:
+        with mounted(sshd, remote, os.path.join(base, "mnt"), options) as m:
             yield remote, m
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -178,11 +178,17 @@ MaxSessions 20
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            for pid in self.session_pids():
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            # TERM first: a login shell's rc file may hold a lock it releases on exit
+            # (pyenv rehash does; killed, it leaves every later login waiting 60 s)
+            pids = self.session_pids()
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                for pid in pids:
+                    try:
+                        os.kill(pid, sig)
+                    except ProcessLookupError:
+                        pass
+                if sig == signal.SIGTERM and pids:
+                    time.sleep(0.3)
             self.proc.terminate()
             try:
                 self.proc.wait(5)

@@ -12,6 +12,9 @@ import logging
 
 import pyfuse3
 
+from ..vfs.types import Change, split
+from .inodes import InodeTable
+
 log = logging.getLogger(__name__)
 
 #: longest a caller waits for the kernel to take invalidations (it never should wait long)
@@ -39,3 +42,31 @@ def _notify_kernel(pairs: list[tuple[int, bytes]], inos: list[int]) -> None:
             pyfuse3.invalidate_entry(pyfuse3.InodeT(parent), name)
         except OSError:
             pass
+
+
+def change_targets(
+    inodes: InodeTable, changes: list[Change]
+) -> tuple[list[tuple[int, bytes]], list[int]] | None:
+    """What the kernel must drop for ``changes`` made on the server: entries
+    ``(parent inode, name)`` and inodes (attributes, pages, a directory's cached listing).
+    None when everything must go (a ``"all"`` change)."""
+    pairs: dict[tuple[int, bytes], None] = {}
+    inos: dict[int, None] = {}
+    for path, kind in changes:
+        if kind == "all":
+            return None
+        node = inodes.find(path)
+        if node is not None:
+            node.stamp = None  # the page cache is no longer trusted
+            inos[node.ino] = None
+        if kind == "dir" and node is not None:
+            # names came or went, which ones unknown: every name the kernel holds there
+            for name in node.children:
+                pairs[(node.ino, name)] = None
+        elif kind in ("name", "gone") and path != b"/":
+            parent_path, name = split(path)
+            parent = inodes.find(parent_path)
+            if parent is not None:
+                pairs[(parent.ino, name)] = None
+                inos[parent.ino] = None
+    return list(pairs), list(inos)

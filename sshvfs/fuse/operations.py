@@ -21,11 +21,11 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import pyfuse3
 
-from ..vfs.types import VFS, Attrs, VFSFile, join
+from ..vfs.types import VFS, Attrs, Change, VFSFile, join
 from . import control as ctl
 from .dirserver import DirServer
 from .inodes import ROOT_INODE, InodeTable, Node
-from .notify import notify_in_thread
+from .notify import change_targets, notify_in_thread
 from .ownership import IDENTITY, Ownership
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,12 @@ class Operations(pyfuse3.Operations):
         return when done, so a ``touch .sshvfs/invalidate`` is complete when touch returns."""
         pairs, inos = self._targets(path)
         await notify_in_thread(pairs, inos)
+
+    async def drop_kernel_changes(self, changes: list[Change]) -> None:
+        """Invalidate what the kernel holds of names changed on the server (never called
+        from a handler: the watcher's own task)."""
+        targets = change_targets(self.inodes, changes)
+        await notify_in_thread(*(targets if targets is not None else self._targets(None)))
 
     # -- helpers ---------------------------------------------------------------------
 

@@ -91,7 +91,13 @@ class Streaming:
             if not readers:
                 del self._readers[path]
 
-    def changed(self, path: bytes) -> None:
-        """``path`` was written or truncated: every reader of it forgets its prefetch."""
+    def changed(self, path: bytes | None) -> None:
+        """``path`` (None: every file) was written or truncated: every reader of it forgets
+        its prefetch."""
+        if path is None:
+            for readers in self._readers.values():
+                for reader in readers:
+                    reader.invalidate()
+            return
         for reader in self._readers.get(path, ()):
             reader.invalidate()

@@ -394,6 +394,11 @@ class SftpVFS:
             path, lambda: self._listings.listing(path, remote), other_channel=True
         )
 
+    def changed_remotely(self, path: bytes | None) -> None:
+        """``path`` (None: any file) changed on the server: open files drop what they
+        prefetched of it."""
+        self._streaming.changed(path)
+
     @property
     def lister(self) -> ExecLister | None:
         """The exec-channel lister (None with ``listing=sftp`` or no connection given)."""

@@ -370,6 +370,11 @@ class ExecLister:
             raise error_from_exit(status, stderr, path)
         return records
 
+    async def command(self, command: bytes, parser: Any) -> None:
+        """Run another short command in one of the shells, its output parsed by ``parser``
+        (a framed one: ``feed`` and ``exit_status``). Errors as :meth:`listing`."""
+        await self._run(command, b"", None, None, parser)
+
     async def listing(self, remote_dir: bytes) -> list[Entry]:
         """Every entry of ``remote_dir`` (absolute) with lstat attributes and symlink
         targets. Raises ExecUnavailable (ENOTSUP: use SFTP), the directory's own error

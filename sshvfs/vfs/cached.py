@@ -33,6 +33,7 @@ from ..errors import fs_error
 from .cachedfile import CachedFile
 from .contents import ContentPrefetcher
 from .lookuplist import LookupLister
+from .remotechanges import RemoteChanges
 from .treeprefetch import TreePrefetcher
 from .types import VFS, Attrs, Entry, StatFs, VFSFile, join, split, within
 
@@ -127,6 +128,14 @@ class CachingVFS:
         self._opened: set[bytes] = set()
         #: directories listed because lookups missed there
         self._lookup_lister = LookupLister(self)
+        #: changes made on the server, as a remote watcher reports them
+        self.remote = RemoteChanges(self, timer)
+        #: called with each directory the mount fetches something of (a watcher's scope)
+        self.on_use: Callable[[bytes], None] | None = None
+        #: whether a watcher vouches that nothing changed in a directory unseen: None (no
+        #: watcher asked for) trusts listings and negative entries for their TTL; else a
+        #: name missing from them is missing only where this says so, and asked otherwise
+        self.vouch: Callable[[bytes], bool] | None = None
 
     # -- bookkeeping -----------------------------------------------------------------
 
@@ -167,6 +176,12 @@ class CachingVFS:
             listing.dirty.discard(name)
 
     def _mark(self, path: bytes) -> None:
+        """Attributes of ``path`` changed through the mount (or it may now exist): re-fetch
+        before trusting."""
+        self.remote.own(path)
+        self._stale(path)
+
+    def _stale(self, path: bytes) -> None:
         """Attributes of ``path`` changed (or it may now exist): re-fetch before trusting."""
         self.contents.copies.drop(path)
         self._attrs.pop(path, None)
@@ -187,6 +202,7 @@ class CachingVFS:
 
     def _gone(self, path: bytes, is_dir: bool | None = None) -> None:
         """``path`` no longer exists (unlink, rmdir, rename source)."""
+        self.remote.own(path)
         self._opened.discard(path)
         if path in self._dirs:
             self._epoch += 1  # fetches below a directory that is gone: none may land
@@ -275,12 +291,12 @@ class CachingVFS:
                 # a listing is authoritative for its names within its TTL
                 if entry is not None:
                     return entry.attrs
-                if listing.vouches:
+                if listing.vouches and (self.vouch is None or self.vouch(parent)):
                     return _MISSING
         attrs: Attrs | None = self._attrs.get(path)
         if attrs is not None:
             return attrs
-        if path in self._neg:
+        if path in self._neg and (self.vouch is None or self.vouch(parent)):
             return _MISSING
         if parent:
             made = self._made.get(parent)
@@ -297,6 +313,8 @@ class CachingVFS:
             self.stats.hits += 1
             return cached
         self.stats.misses += 1
+        if self.on_use is not None:
+            self.on_use(split(path)[0] if path != b"/" else path)
         if path != b"/" and await self._lookup_lister.listed(split(path)[0]):
             cached = self._cached_attrs(path)
             if cached is _MISSING:
@@ -330,6 +348,8 @@ class CachingVFS:
                 await self._refresh_dirty(path, listing)
             return list(listing.entries.values())
         self.stats.misses += 1
+        if self.on_use is not None:
+            self.on_use(path)
         landed = await self._prefetcher.wait_for(path)  # a walk's tree prefetch may have it
         if landed is not None:
             return landed
@@ -353,6 +373,8 @@ class CachingVFS:
         into the attribute cache: that would double the memory of a huge directory).
         ``vouches=False``: a name it lacks is still asked of the server (see Listing)."""
         self._made.pop(path, None)  # the listing knows better now
+        if self.on_use is not None:
+            self.on_use(path)
         if self._enabled_dir:
             self._dirs[path] = Listing({e.name: e for e in entries}, vouches=vouches)
         for e in entries:

@@ -207,6 +207,21 @@ class VFS(Protocol):
         ...
 
 
+class Change(NamedTuple):
+    """One change made on the server behind the mount's back (a remote watcher saw it).
+    ``kind``:
+
+    - ``"entry"``: ``path``'s attributes or contents changed;
+    - ``"name"``: ``path`` was created, removed or renamed (its directory's listing changed);
+    - ``"dir"``: ``path`` is a directory whose listing changed, names unknown (a poll);
+    - ``"gone"``: ``path`` is a watched directory that was removed or moved away;
+    - ``"all"``: events were lost: anything may have changed (``path`` is ``b"/"``).
+    """
+
+    path: bytes
+    kind: str
+
+
 def join(parent: bytes, name: bytes) -> bytes:
     """Join a mount path and one name."""
     return b"/" + name if parent == b"/" else parent + b"/" + name

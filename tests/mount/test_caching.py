@@ -20,6 +20,10 @@ from .test_streaming import fresh as fresh_on_server
 
 pytestmark = pytest.mark.mount
 
+#: what is tested here is the caches' own promise (stale within the timeout, fresh after an
+#: invalidation): no watcher (tests/mount/test_watch.py has it)
+MOUNT_OPTIONS = ["watch=no"]
+
 
 def status(mnt: str) -> dict[str, object]:
     with open(os.path.join(mnt, ".sshvfs", "status")) as f:

@@ -1,0 +1,142 @@
+"""RemoteChanges: what a :class:`~sshvfs.vfs.cached.CachingVFS` does with changes made on
+the server behind the mount's back (a remote watcher's reports).
+
+A change drops exactly what it makes stale: the attributes (and contents copy) of the
+name, its entry in its directory's listing (marked dirty: re-fetched before the listing is
+served), the directory's own attributes when a name came or went, and the subtree of a
+directory that went away. Fetches in flight for those keys are not installed
+(generations).
+
+The mount's own changes come back from the server as events too. Those are recognised by
+path: a change reported for a name the mount itself changed less than ``OWN_WINDOW``
+seconds ago is the mount's own, already accounted for (dropping it would cost the next
+lookup a round trip after every save). The bound: a change made on the server to that
+same name within that window is seen only when the caches' timeouts run out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .types import Change, Entry, join, split
+
+if TYPE_CHECKING:
+    from .cached import CachingVFS
+
+#: seconds after the mount changed a name during which reports of it are the mount's own
+OWN_WINDOW = 2.0
+#: names remembered as changed by the mount (older ones are forgotten past this)
+OWN_MAX = 20_000
+
+
+class RemoteChanges:
+    def __init__(self, cache: CachingVFS, timer: Callable[[], float]) -> None:
+        self._cache = cache
+        self._timer = timer
+        self._own: dict[bytes, float] = {}
+        #: seconds a report of a name the mount changed counts as the mount's own (a poll
+        #: reports a change for up to two intervals: the mount widens it)
+        self.own_window = OWN_WINDOW
+        self.applied = 0
+        self.own_skipped = 0
+
+    def own(self, path: bytes) -> None:
+        """The mount changed ``path`` just now."""
+        own = self._own
+        now = self._timer()
+        own.pop(path, None)
+        own[path] = now  # insertion order is age order
+        if len(own) > OWN_MAX:
+            for key in list(own)[: OWN_MAX // 2]:
+                if now - own[key] >= self.own_window:
+                    del own[key]
+
+    def is_own(self, path: bytes) -> bool:
+        when = self._own.get(path)
+        return when is not None and self._timer() - when < self.own_window
+
+    def apply(
+        self, changes: list[Change], fresh: dict[bytes, list[Entry]] | None = None
+    ) -> list[Change]:
+        """Drop what ``changes`` make stale; returns those that were not the mount's own
+        (what the kernel must be told too). ``fresh``: new listings of ``"dir"`` changes'
+        directories, compared with the cached ones to tell which names changed."""
+        cache = self._cache
+        kept: list[Change] = []
+        listings: set[bytes] = set()
+        changes = self._names(changes, fresh or {})
+        for change in changes:
+            path, kind = change
+            if kind == "all":
+                cache.invalidate(None)
+                self.applied += 1
+                return [change]
+            if kind in ("entry", "name") and self.is_own(path):
+                self.own_skipped += 1
+                continue
+            kept.append(change)
+            self.applied += 1
+            if kind == "dir":
+                listings.add(path)
+                continue
+            cache._stale(path)
+            if kind in ("name", "gone") and path in cache._dirs:
+                cache._drop_subtree(path)  # what was below it is elsewhere or gone
+            # (a directory's own "entry" change keeps its listing: names that came or went
+            # in it are reported as such, by its own watch)
+            if kind in ("name", "gone") and path != b"/":
+                cache._attrs.pop(split(path)[0], None)  # its directory's mtime moved
+        if listings:
+            self._listings_changed(listings)
+        return kept
+
+    def _names(self, changes: list[Change], fresh: dict[bytes, list[Entry]]) -> list[Change]:
+        """``"dir"`` changes with a fresh listing and a cached one become the changes of
+        the names that differ between them."""
+        out: list[Change] = []
+        for change in changes:
+            entries = fresh.get(change.path)
+            listing = self._cache._dirs.get(change.path) if change.kind == "dir" else None
+            if entries is None or listing is None:
+                out.append(change)
+                continue
+            before = listing.entries
+            now = {e.name: e for e in entries}
+            for name in before.keys() - now.keys():
+                out.append(Change(join(change.path, name), "name"))
+            for name, entry in now.items():
+                old = before.get(name)
+                if old is None:
+                    out.append(Change(join(change.path, name), "name"))
+                elif _differs(old, entry):
+                    out.append(Change(join(change.path, name), "entry"))
+        return out
+
+    def _listings_changed(self, dirs: set[bytes]) -> None:
+        """Names came or went in ``dirs``; which ones, nobody said: everything cached of
+        the names in them goes (one pass over the caches for the whole set)."""
+        cache = self._cache
+        for path in dirs:
+            cache._dirs.pop(path, None)
+            cache._attrs.pop(path, None)
+            cache._made.pop(path, None)
+            cache._bump(path)
+        for store in (cache._attrs, cache._neg, cache._links):
+            for key in [k for k in store if k != b"/" and split(k)[0] in dirs]:
+                store.pop(key, None)
+                cache._bump(key)
+
+
+def _differs(old: Entry, new: Entry) -> bool:
+    """Did an entry change (its access time aside, which reading moves)?"""
+    a, b = old.attrs, new.attrs
+    return (
+        a.mode != b.mode
+        or a.size != b.size
+        or a.mtime_ns != b.mtime_ns
+        or a.uid != b.uid
+        or a.gid != b.gid
+        or a.nlink != b.nlink
+        or old.target != new.target
+    )

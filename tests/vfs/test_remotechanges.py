@@ -1,0 +1,123 @@
+"""Changes reported from the server (a watcher) drop exactly what they make stale, and the
+mount's own changes coming back are not dropped; lookup misses follow the vouching."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from sshvfs.vfs.cached import CachingVFS
+from sshvfs.vfs.local import LocalVFS
+from sshvfs.vfs.remotechanges import OWN_WINDOW
+from sshvfs.vfs.types import Change
+
+from .test_cached import Clock, Counting
+
+
+@pytest.fixture
+def setup(workdir: str) -> Iterator[tuple[CachingVFS, Counting, Clock, str]]:
+    clock = Clock()
+    backend = Counting(LocalVFS(workdir))
+    cache = CachingVFS(backend, attr_ttl=300, dir_ttl=300, timer=clock, max_entries=1000)
+    os.makedirs(os.path.join(workdir, "d"))
+    for name in ("a", "b"):
+        with open(os.path.join(workdir, "d", name), "w") as f:
+            f.write(name)
+    yield cache, backend, clock, workdir
+
+
+async def test_a_created_name_shows_once_reported(setup: Any) -> None:
+    cache, backend, clock, root = setup
+    assert sorted(e.name for e in (await cache.readdir(b"/d"))) == [b"a", b"b"]
+    open(os.path.join(root, "d", "new"), "w").close()
+    assert sorted(e.name for e in (await cache.readdir(b"/d"))) == [b"a", b"b"]  # cached
+    kept = cache.remote.apply([Change(b"/d/new", "name")])
+    assert kept == [Change(b"/d/new", "name")]
+    assert sorted(e.name for e in (await cache.readdir(b"/d"))) == [b"a", b"b", b"new"]
+    assert (await cache.lstat(b"/d/new")).size == 0
+
+
+async def test_a_modified_file_is_asked_again_and_nothing_else(setup: Any) -> None:
+    cache, backend, clock, root = setup
+    (await cache.readdir(b"/d"))
+    assert (await cache.lstat(b"/d/a")).size == 1
+    with open(os.path.join(root, "d", "a"), "w") as f:
+        f.write("longer")
+    cache.remote.apply([Change(b"/d/a", "entry")])
+    before = dict(backend.calls)
+    assert (await cache.lstat(b"/d/a")).size == 6
+    assert (await cache.lstat(b"/d/b")).size == 1  # still from the listing
+    assert backend.calls["lstat"] - before.get("lstat", 0) == 1
+
+
+async def test_the_mounts_own_changes_are_skipped_for_a_while(setup: Any) -> None:
+    cache, backend, clock, root = setup
+    (await cache.readdir(b"/d"))
+    (await cache.chmod(b"/d/a", 0o600))
+    assert cache.remote.apply([Change(b"/d/a", "entry")]) == []
+    assert cache.remote.own_skipped == 1
+    clock.now += OWN_WINDOW + 0.1
+    assert cache.remote.apply([Change(b"/d/a", "entry")]) == [Change(b"/d/a", "entry")]
+
+
+async def test_a_directory_gone_drops_its_subtree(setup: Any) -> None:
+    cache, backend, clock, root = setup
+    os.makedirs(os.path.join(root, "d", "sub"))
+    open(os.path.join(root, "d", "sub", "x"), "w").close()
+    (await cache.readdir(b"/d/sub"))
+    (await cache.lstat(b"/d/sub/x"))
+    os.remove(os.path.join(root, "d", "sub", "x"))
+    os.rmdir(os.path.join(root, "d", "sub"))
+    cache.remote.apply([Change(b"/d/sub", "gone")])
+    with pytest.raises(FileNotFoundError):
+        (await cache.lstat(b"/d/sub/x"))
+
+
+async def test_a_listing_change_without_names_is_told_apart_by_a_new_listing(setup: Any) -> None:
+    cache, backend, clock, root = setup
+    (await cache.readdir(b"/d"))
+    (await cache.unlink(b"/d/b"))  # the mount's own: the poll will see d changed
+    open(os.path.join(root, "d", "theirs"), "w").close()
+    fresh = await LocalVFS(root).readdir(b"/d")
+    kept = cache.remote.apply([Change(b"/d", "dir")], {b"/d": fresh})
+    assert kept == [Change(b"/d/theirs", "name")]  # b's removal was the mount's own
+    assert sorted(e.name for e in (await cache.readdir(b"/d"))) == [b"a", b"theirs"]
+    # without a new listing, every name there is asked again
+    cache.remote.apply([Change(b"/d", "dir")])
+    before = backend.calls["lstat"]
+    (await cache.lstat(b"/d/a"))
+    assert backend.calls["lstat"] == before + 1
+
+
+async def test_misses_are_asked_unless_the_directory_is_vouched_for(setup: Any) -> None:
+    cache, backend, clock, root = setup
+    vouched: set[bytes] = set()
+    cache.vouch = vouched.__contains__
+    (await cache.readdir(b"/d"))
+    with pytest.raises(FileNotFoundError):
+        (await cache.lstat(b"/d/late"))
+    open(os.path.join(root, "d", "late"), "w").close()
+    assert (await cache.lstat(b"/d/late")).size == 0  # asked: not vouched for
+    vouched.add(b"/d")
+    with pytest.raises(FileNotFoundError):
+        (await cache.lstat(b"/d/later"))
+    open(os.path.join(root, "d", "later"), "w").close()
+    before = backend.calls["lstat"]
+    with pytest.raises(FileNotFoundError):
+        (await cache.lstat(b"/d/later"))  # vouched: the listing (and event-free) answers
+    assert backend.calls["lstat"] == before
+
+
+async def test_use_is_reported_for_directories_fetched(setup: Any) -> None:
+    cache, backend, clock, root = setup
+    used: list[bytes] = []
+    cache.on_use = used.append
+    (await cache.readdir(b"/d"))
+    (await cache.lstat(b"/d"))
+    assert b"/d" in used and b"/" in used
+    n = len(used)
+    (await cache.readdir(b"/d"))  # a hit: nothing new
+    assert len(used) == n
