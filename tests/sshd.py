@@ -109,6 +109,9 @@ UsePAM no
 StrictModes no
 MaxStartups 100
 MaxSessions 20
+# root's rc on these machines runs pyenv rehash, which waits for a lock a killed session
+# may leave behind (60 s by default: every later remote command would wait that long)
+SetEnv PYENV_REHASH_TIMEOUT=2
 {sftp_line}
 {self.extra_config}
 """
@@ -178,9 +181,16 @@ MaxSessions 20
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            # TERM first: a login shell's rc file may hold a lock it releases on exit
-            # (pyenv rehash does; killed, it leaves every later login waiting 60 s)
             pids = self.session_pids()
+            # the listener first: nobody reconnects while the sessions end
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+            # TERM before KILL: a login shell's rc file may hold a lock it releases on exit
+            # (pyenv rehash does; killed, it leaves every later login waiting for it)
             for sig in (signal.SIGTERM, signal.SIGKILL):
                 for pid in pids:
                     try:
@@ -189,12 +199,6 @@ MaxSessions 20
                         pass
                 if sig == signal.SIGTERM and pids:
                     time.sleep(0.3)
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
         self.proc = None
 
     def cleanup(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -233,4 +234,35 @@ def test_watch_no_keeps_the_timeouts(sshd: Sshd) -> None:
             assert not os.path.exists(os.path.join(mnt, "x"))
             assert watch_status(mnt)["active"] == "off"
     finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_the_watcher_survives_a_reconnect() -> None:
+    """The connection dies: nothing is vouched for meanwhile, and the next connection
+    watches the same directories again, catching up on what changed while it was gone."""
+    own = Sshd().start()
+    base = tempfile.mkdtemp(prefix="sshvfs-watch-")
+    remote = os.path.join(base, "remote")
+    os.makedirs(os.path.join(remote, "sub"))
+    try:
+        options = ["watch=inotify", "cache_timeout=600", "timeout=10"]
+        with mounted(own, remote, os.path.join(base, "mnt"), options) as m:
+            mnt = m.mountpoint
+            sub = os.path.join(mnt, "sub")
+            assert os.listdir(sub) == []
+            settled(mnt, 2)
+            drivers = int(watch_status(mnt)["drivers"])  # type: ignore[call-overload]
+            for pid in own.session_pids():  # the per-connection sshd: the link is gone
+                os.kill(pid, signal.SIGKILL)
+            open(os.path.join(remote, "sub", "while-gone"), "w").close()
+            wait_for(lambda: status(mnt)["reconnects"] == 1, 30, "a reconnect")
+            wait_for(
+                lambda: "while-gone" in os.listdir(sub), 10, "a change made while disconnected"
+            )
+            settled(mnt, 2)
+            assert int(watch_status(mnt)["drivers"]) > drivers  # type: ignore[call-overload]
+            open(os.path.join(remote, "sub", "after"), "w").close()
+            wait_for(lambda: "after" in os.listdir(sub), INOTIFY_BOUND, "a change after it")
+    finally:
+        own.cleanup()
         shutil.rmtree(base, ignore_errors=True)
