@@ -195,9 +195,15 @@ def _pid_serving(mountpoint: str, needle: str) -> int | None:
     return None
 
 
+#: extra -o options for every sshvfs mount (scripts/bench --sshvfs-options)
+SSHVFS_OPTIONS: list[str] = []
+
+
 @contextlib.contextmanager
 def _mount_sshvfs(ctx: Context, mountpoint: str) -> Iterator[Target]:
-    with mounted(ctx.sshd, str(ctx.data), mountpoint, timeout=MOUNT_TIMEOUT) as m:
+    with mounted(
+        ctx.sshd, str(ctx.data), mountpoint, SSHVFS_OPTIONS, timeout=MOUNT_TIMEOUT
+    ) as m:
         yield Target("sshvfs", mountpoint, m.proc.pid)
 
 
