@@ -23,6 +23,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -158,6 +159,18 @@ def _explain(lines: list[bytes], where: str, policy_files: str) -> str:
     return f"connection to {where} failed: {last}"
 
 
+def _signal(proc: asyncio.subprocess.Process, sig: int = signal.SIGKILL) -> None:
+    """Signal a child that asyncio has not seen end yet.
+
+    Not ``proc.kill()``: Popen's ``send_signal`` first polls, and that poll reaps a child
+    that has just exited before asyncio's watcher thread does, which then logs "Unknown child
+    process" and reports status 255 (seen when closing a mount raced its sessions' exit).
+    A pid is only reused after the watcher reaps it, which asyncio reports at once."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, sig)
+
+
 @dataclass
 class ExecResult:
     stdout: bytes
@@ -177,11 +190,7 @@ class ExecProcess:
         self.stderr = proc.stderr
 
     def close(self) -> None:
-        if self._proc.returncode is None:
-            try:
-                self._proc.kill()  # closing the mux session ends the remote command
-            except ProcessLookupError:
-                pass
+        _signal(self._proc)  # closing the mux session ends the remote command
 
 
 class Master:
@@ -341,7 +350,7 @@ class Master:
             out, err = await proc.communicate()
         finally:
             if proc.returncode is None:
-                proc.kill()
+                _signal(proc)
                 await proc.wait()
         return ExecResult(out, err, proc.returncode)
 
@@ -350,26 +359,21 @@ class Master:
     def close(self) -> None:
         """Stop the master (and so every session over it)."""
         self.closing = True
-        if self._proc is not None and self._proc.returncode is None:
-            try:
-                self._proc.terminate()
-            except ProcessLookupError:
-                pass
+        if self._proc is not None:
+            _signal(self._proc, signal.SIGTERM)
 
     async def wait_closed(self) -> None:
         if self._proc is not None:
             try:
                 await asyncio.wait_for(self._proc.wait(), 3)
             except TimeoutError:
-                self._proc.kill()
+                _signal(self._proc)
                 await self._proc.wait()
         if self._watch is not None:
             self._watch.cancel()
         # the sessions end with the master; reap them here, on the loop that made them
         for proc in list(self._sessions):
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
+            _signal(proc)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(proc.wait(), 3)
         self._sessions.clear()
