@@ -6,7 +6,7 @@ attributes per name. The kernel and the reader's own work alternate with our REA
 handler, so the next reply's nodes are made ahead, between two READDIRs (:meth:`_prepare`).
 
 Each entry goes into the reply with ``pyfuse3.readdir_reply_stat`` (added by
-``scripts/pyfuse3-readdir.patch``): the attributes tuple is copied into the reply in C, with
+``scripts/pyfuse3.patch``): the attributes tuple is copied into the reply in C, with
 no ``EntryAttributes`` object per entry (half the per-entry cost of a huge ``ls -l``). A
 stock pyfuse3 gets an ``EntryAttributes`` per entry instead.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import stat
 from collections.abc import Callable
 
 import pyfuse3
@@ -33,6 +34,11 @@ _REPLY_STAT: Callable[..., bool] | None = getattr(pyfuse3, "readdir_reply_stat",
 PREPARE_AHEAD = 1024
 #: seconds prepared entries wait for their READDIR before they are given back
 PREPARED_FOR = 1.0
+
+#: positions of ``.`` and ``..`` before a directory's entries
+DOTS = 2
+#: what the kernel is told of ``.`` and ``..`` (only the type matters: it links neither)
+_DOT_ATTRS = Attrs(stat.S_IFDIR | 0o755, 0, 0, 0, 2, 0, 0)
 
 EntryMaker = Callable[[int, Attrs], pyfuse3.EntryAttributes]
 
@@ -100,7 +106,7 @@ class DirServer:
                 handle, index = self.streams.start(fh), 0
             else:
                 handle, index = self.streams.resume(fh, start_id)
-            if handle.done and index >= len(handle.entries or ()):
+            if handle.done and index >= DOTS + len(handle.entries or ()):
                 self.streams.end(handle)  # the reader reached EOF
                 return None
             await self._serve(handle, index, token)
@@ -140,10 +146,13 @@ class DirServer:
             # the directory changed between two READDIR calls: re-check what is left
             assert handle.entries is not None
             self._unprepare(handle)
-            handle.entries = await self._revalidate(path, handle.entries, start)
+            handle.entries = await self._revalidate(path, handle.entries, max(start - DOTS, 0))
             handle.gen = self._gen.get(parent_ino, 0)
         entries = handle.entries
         assert entries is not None
+        if start < DOTS and not self._dots(handle, start, token):
+            return
+        start = max(start - DOTS, 0)  # from here on an index into the entries
         ready = handle.ready
         parent, lookup, entry = self.inodes.get(parent_ino), self.inodes.lookup_in, self.entry
         reply, template, shown, serial = _REPLY_STAT, self._template, self.shown, handle.serial
@@ -157,12 +166,13 @@ class DirServer:
                 if node is None:
                     node = lookup(parent, item.name)
                 # readdirplus: every delivered entry is a lookup (counted when prepared)
+                offset = cookie(serial, DOTS + index)
                 if reply is not None:
                     attrs = item.attrs if shown is None else shown(item.attrs)
-                    fits = reply(token, item.name, template, node.ino, attrs, cookie(serial, index))
+                    fits = reply(token, item.name, template, node.ino, attrs, offset)
                 else:
                     fits = pyfuse3.readdir_reply(
-                        token, item.name, entry(node.ino, item.attrs), cookie(serial, index)
+                        token, item.name, entry(node.ino, item.attrs), offset
                     )
                 if not fits:
                     ready[index] = node  # for the next READDIR
@@ -178,6 +188,25 @@ class DirServer:
                 raise handle.error  # everything before it was handed out
             return
         handle.done = True
+
+    def _dots(self, handle: DirHandle, start: int, token: pyfuse3.ReaddirToken) -> bool:
+        """``.`` and ``..`` (positions 0 and 1), as every directory lists them. The kernel
+        links neither (no lookup is counted), but they keep a listing it caches from ever
+        being empty: an empty cached listing is one it never drops when we invalidate the
+        directory's pages, only when the directory's mtime moves. False if the reply is full."""
+        node = self.inodes.get(handle.ino)
+        attrs = _DOT_ATTRS
+        for position in range(start, DOTS):
+            ino = node.ino if position == 0 else (node.parent or node).ino
+            name = b"." if position == 0 else b".."
+            offset = cookie(handle.serial, position)
+            if _REPLY_STAT is not None:
+                fits = _REPLY_STAT(token, name, self._template, ino, attrs, offset)
+            else:
+                fits = pyfuse3.readdir_reply(token, name, self.entry(ino, attrs), offset)
+            if not fits:
+                return False
+        return True
 
     def _prepare(self, handle: DirHandle, start: int) -> None:
         """Make the next reply's nodes while the kernel digests the last one: READDIR and

@@ -1,4 +1,4 @@
-"""Kernel notifications: telling the kernel to drop entries, attributes and pages.
+"""Kernel notifications: telling the kernel to expire entries and drop attributes and pages.
 
 pyfuse3's notify calls write to /dev/fuse and may wait for the kernel, which may in turn wait
 for a request we are serving: they never run inside a request handler, but in a worker
@@ -8,7 +8,9 @@ thread, and the caller waits for them (bounded) so that what it promised is true
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+from collections.abc import Callable
 
 import pyfuse3
 
@@ -32,16 +34,34 @@ async def notify_in_thread(pairs: list[tuple[int, bytes]], inos: list[int]) -> N
 
 
 def _notify_kernel(pairs: list[tuple[int, bytes]], inos: list[int]) -> None:
+    global _expire
     for ino in inos:
         try:
             pyfuse3.invalidate_inode(pyfuse3.InodeT(ino), False)
         except OSError:
             pass  # the kernel already forgot it
     for parent, name in pairs:
+        if _expire is not None:
+            try:
+                _expire(pyfuse3.InodeT(parent), name)
+                continue
+            except OSError as exc:
+                if exc.errno != errno.ENOSYS:
+                    continue  # the kernel holds no such entry
+                log.info("this kernel cannot expire entries: they are dropped instead")
+                _expire = None
         try:
             pyfuse3.invalidate_entry(pyfuse3.InodeT(parent), name)
         except OSError:
             pass
+
+
+#: Entries are expired, not invalidated: the kernel asks LOOKUP again at their next use and
+#: keeps them if the answer is the same inode. An invalidated entry is unhashed at once, and a
+#: directory that is some process's working directory then fails getcwd() with ENOENT (a shell
+#: in the mount, ``git -C``) though it still exists. Needs Linux 6.2 and the sshvfs pyfuse3
+#: patch; otherwise entries are invalidated as before.
+_expire: Callable[[pyfuse3.InodeT, bytes], None] | None = getattr(pyfuse3, "expire_entry", None)
 
 
 def change_targets(

@@ -78,6 +78,33 @@ def test_server_changes_stale_then_fresh_after_touch(
     assert os.listdir(os.path.join(mnt, "sub")) == ["inside"]
 
 
+def test_invalidation_keeps_working_directories(module_mount: tuple[str, MountProcess]) -> None:
+    """A shell sitting in the mount survives an invalidation: its directory still exists, so
+    getcwd() must still work (an unhashed kernel entry made it fail with ENOENT)."""
+    remote, mnt = fresh(module_mount)
+    os.makedirs(os.path.join(mnt, "a", "b"))
+    os.makedirs(os.path.join(remote, "gone"))
+    inside = os.path.join(mnt, "a", "b")
+    script = (
+        "import os, subprocess, sys\n"
+        "subprocess.run(['touch', sys.argv[1]], check=True)\n"
+        "print(os.getcwd())\n"
+        "os.rmdir(sys.argv[2])\n"  # behind the mount's back
+        "subprocess.run(['touch', sys.argv[1]], check=True)\n"
+        "print(os.getcwd())\n"
+    )
+    invalidate = os.path.join(module_mount[1].mountpoint, ".sshvfs", "invalidate")
+    proc = subprocess.run(
+        [sys.executable, "-c", script, invalidate, os.path.join(remote, "gone")],
+        cwd=inside,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [inside, inside]
+    assert not os.path.exists(os.path.join(mnt, "gone"))  # removed names still go
+
+
 def test_kernel_cached_attrs_follow_invalidation(module_mount: tuple[str, MountProcess]) -> None:
     remote, mnt = fresh(module_mount)
     path = os.path.join(mnt, "f")
