@@ -161,6 +161,15 @@ SetEnv PYENV_REHASH_TIMEOUT=2
         except OSError:
             return ""
 
+    def kill_sessions(self) -> None:
+        """SIGKILL every per-connection sshd and all below it: the link is gone. A session
+        may end by itself meanwhile (the watcher's short commands come and go)."""
+        for pid in self.session_pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     def session_pids(self) -> list[int]:
         """The per-connection sshd processes and everything below them (OpenSSH's privsep
         child holds the connection and outlives its killed parent for a moment), parents

@@ -97,8 +97,7 @@ def test_sshd_session_killed_during_read(own_sshd: Sshd, workdir: str) -> None:
         )
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "halfway"
-        for pid in own_sshd.session_pids():  # the per-connection sshd: the link is gone
-            os.kill(pid, signal.SIGKILL)
+        own_sshd.kill_sessions()  # the link is gone
         out, _ = proc.communicate(timeout=120)  # never hangs
         result = out.split()
         assert result[0] in ("done", "error"), out
@@ -200,8 +199,7 @@ def test_lost_writes_are_reported_and_fsynced_ones_kept(own_sshd: Sshd, workdir:
         os.close(fd)
         fd = os.open(os.path.join(mnt, "lost"), os.O_WRONLY | os.O_CREAT, 0o644)
         os.write(fd, b"x" * MiB)
-        for pid in own_sshd.session_pids():
-            os.kill(pid, signal.SIGKILL)
+        own_sshd.kill_sessions()  # the link is gone
         failed = False
         try:
             for _ in range(64):  # keep writing into the gap

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -252,8 +251,7 @@ def test_the_watcher_survives_a_reconnect() -> None:
             assert os.listdir(sub) == []
             settled(mnt, 2)
             drivers = int(watch_status(mnt)["drivers"])  # type: ignore[call-overload]
-            for pid in own.session_pids():  # the per-connection sshd: the link is gone
-                os.kill(pid, signal.SIGKILL)
+            own.kill_sessions()  # the link is gone
             open(os.path.join(remote, "sub", "while-gone"), "w").close()
             wait_for(lambda: status(mnt)["reconnects"] == 1, 30, "a reconnect")
             wait_for(
