@@ -164,11 +164,7 @@ SetEnv PYENV_REHASH_TIMEOUT=2
     def kill_sessions(self) -> None:
         """SIGKILL every per-connection sshd and all below it: the link is gone. A session
         may end by itself meanwhile (the watcher's short commands come and go)."""
-        for pid in self.session_pids():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _signal_all(self.session_pids(), signal.SIGKILL)
 
     def session_pids(self) -> list[int]:
         """The per-connection sshd processes and everything below them (OpenSSH's privsep
@@ -201,11 +197,7 @@ SetEnv PYENV_REHASH_TIMEOUT=2
             # TERM before KILL: a login shell's rc file may hold a lock it releases on exit
             # (pyenv rehash does; killed, it leaves every later login waiting for it)
             for sig in (signal.SIGTERM, signal.SIGKILL):
-                for pid in pids:
-                    try:
-                        os.kill(pid, sig)
-                    except ProcessLookupError:
-                        pass
+                _signal_all(pids, sig)
                 if sig == signal.SIGTERM and pids:
                     time.sleep(0.3)
         self.proc = None
@@ -213,3 +205,12 @@ SetEnv PYENV_REHASH_TIMEOUT=2
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _signal_all(pids: list[int], sig: int) -> None:
+    """Signal each of ``pids``; one that already ended is no error."""
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
