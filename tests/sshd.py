@@ -44,6 +44,10 @@ class Sshd:
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     host: str = "127.0.0.1"
+    #: sessions get an empty HOME of their own, so no rc file of this machine's user runs
+    #: (root's here runs ``pyenv rehash``, whose lock a killed session leaves behind and
+    #: every later command then waits for); the benchmark keeps the real one
+    own_home: bool = True
 
     @property
     def client_key(self) -> str:
@@ -56,6 +60,11 @@ class Sshd:
     @property
     def host_key(self) -> str:
         return os.path.join(self.workdir, "ssh_host_ed25519_key")
+
+    @property
+    def home(self) -> str:
+        """The sessions' HOME when ``own_home``; sshd still starts them in the user's own."""
+        return os.path.join(self.workdir, "home")
 
     @property
     def log_path(self) -> str:
@@ -95,6 +104,10 @@ class Sshd:
 
     def _write_config(self) -> str:
         sftp_line = "Subsystem sftp internal-sftp"
+        home = ""
+        if self.own_home:
+            os.makedirs(self.home, exist_ok=True)
+            home = f" HOME={self.home}"
         config = f"""\
 Port {self.port}
 ListenAddress 127.0.0.1
@@ -111,7 +124,7 @@ MaxStartups 100
 MaxSessions 20
 # root's rc on these machines runs pyenv rehash, which waits for a lock a killed session
 # may leave behind (60 s by default: every later remote command would wait that long)
-SetEnv PYENV_REHASH_TIMEOUT=2
+SetEnv PYENV_REHASH_TIMEOUT=2{home}
 {sftp_line}
 {self.extra_config}
 """

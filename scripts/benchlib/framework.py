@@ -201,9 +201,7 @@ SSHVFS_OPTIONS: list[str] = []
 
 @contextlib.contextmanager
 def _mount_sshvfs(ctx: Context, mountpoint: str) -> Iterator[Target]:
-    with mounted(
-        ctx.sshd, str(ctx.data), mountpoint, SSHVFS_OPTIONS, timeout=MOUNT_TIMEOUT
-    ) as m:
+    with mounted(ctx.sshd, str(ctx.data), mountpoint, SSHVFS_OPTIONS, timeout=MOUNT_TIMEOUT) as m:
         yield Target("sshvfs", mountpoint, m.proc.pid)
 
 
@@ -368,7 +366,8 @@ def _fmt_last(r: Result, scenario: Scenario) -> str:
 
 
 def start_sshd() -> Sshd:
-    return Sshd().start()
+    # the user's real HOME: its rc files cost every exec command what they cost users
+    return Sshd(own_home=False).start()
 
 
 def behind_relay(sshd: Sshd, relay: Relay) -> Sshd:

@@ -92,7 +92,9 @@ def test_ls_l_of_a_huge_hostile_directory(
     base, top = huge
     before = _commands(verbose_sshd)
     mnt = os.path.join(base, "mnt-" + options[0].split("=")[1])
-    with mounted(verbose_sshd, os.path.join(base, "remote"), mnt, options) as m:
+    # watch=no: the tree was made a moment ago, so the watcher's catch-up scan would report
+    # it changed and drop what the listing gave (then an SFTP LSTAT answers: nlink 1)
+    with mounted(verbose_sshd, os.path.join(base, "remote"), mnt, [*options, "watch=no"]) as m:
         inside = os.path.join(os.fsencode(mnt), os.path.basename(top))
         done = subprocess.run(
             ["ls", "-l", "-n", "--time-style=+%s", os.fsdecode(inside)],
@@ -112,7 +114,7 @@ def test_ls_l_of_a_huge_hostile_directory(
                 want.st_uid,
                 want.st_gid,
             ), name
-            assert got.st_nlink == want.st_nlink, name
+            assert got.st_nlink == want.st_nlink, (name, m.log()[-3000:])
             # the mount reports whole seconds, whichever way the entry was listed
             assert got.st_mtime_ns == want.st_mtime_ns // 10**9 * 10**9, name
             if stat.S_ISLNK(want.st_mode):
@@ -123,6 +125,5 @@ def test_ls_l_of_a_huge_hostile_directory(
     if options[0] == "listing=sftp":
         assert started == 0
     else:
-        # the one-shot probe and one long-lived shell, whatever the number of listings,
-        # and the watcher's inotify driver
-        assert 1 <= started <= 4, started
+        # the one-shot probe and one long-lived shell, whatever the number of listings
+        assert 1 <= started <= 3, started
