@@ -27,7 +27,7 @@ from .sftp.vfs import SftpVFS
 from .ssh.bridge import Bridge
 from .ssh.connection import Connection
 from .ssh.session import Session
-from .ssh.watcher import RemoteWatcher
+from .ssh.watcher import LOSS_SLACK, RemoteWatcher
 from .transfers import Transfers
 from .vfs.cached import CachingVFS
 from .vfs.symlinks import FollowSymlinksVFS
@@ -219,6 +219,12 @@ class Mount:
             sftp_vfs.exec_listing,
             interval=opts.watch_interval,
             max_dirs=opts.watch_max_dirs,
+            # a dead link is noticed by the keepalives, or by a request's deadline
+            loss_slack=max(
+                LOSS_SLACK,
+                opts.server_alive_interval * opts.server_alive_count_max + 30,
+                opts.op_timeout + 30,
+            ),
         )
         cache.on_use = watcher.use
         cache.vouch = watcher.vouches

@@ -46,6 +46,10 @@ Fields of :class:`Scenario`:
 - ``unit``/``higher_is_better`` -- for values returned by ``run``; ``goal`` -- the least
   sshfs/sshvfs ratio the scenario should show (marked ``ok``/``MISSED`` in the table).
 
+A setup that made data (took over 50 ms) is followed by 3 s of rest before the first
+mount: data made that moment is what sshvfs's watcher reports as changed (its catch-up
+reaches 2 s before a directory's first use), and a person mounts a tree made before.
+
 Each value is the median of ``--repeat`` runs (tools interleaved, so noise spreads evenly).
 Everything stays on loopback, and every subprocess has a timeout.
 """

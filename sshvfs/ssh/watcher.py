@@ -38,6 +38,7 @@ from .watchremote import (
     batch_commands,
     cleanup_command,
     driver_command,
+    parse_clock,
     parse_event,
     parse_scan,
     poll_command,
@@ -47,6 +48,7 @@ from .watchremote import (
     scan_command,
     since_minutes,
     since_stamp,
+    since_time,
     stamp_command,
     take_records,
     workdir_command,
@@ -58,8 +60,18 @@ log = logging.getLogger(__name__)
 BATCH_DELAY = 0.03
 #: inotify batches one driver runs before a fresh driver takes the whole scope at once
 MAX_BATCHES = 16
-#: seconds of slack added to a catch-up scan's window (clocks need not agree to the second)
-CATCH_UP_SLACK = 90.0
+#: seconds a catch-up scan reaches back before a directory's first use, on top of what the
+#: server's clock offset is not known to (timestamps of a coarse filesystem, a listing's
+#: own time in flight): a change within it is reported though the mount may have seen it
+CATCH_UP_SLACK = 2.0
+#: the same where the server's clock could not be read (``find -cmin``: whole minutes)
+CATCH_UP_SLACK_NO_CLOCK = 90.0
+#: seconds a connection (or the driver on it) may have been dead before its loss was
+#: noticed: the catch-up after it reaches back that much further (keepalives: 15 s x 3)
+LOSS_SLACK = 90.0
+#: seconds after a directory's first use that what was asked of it since answers for it
+#: while its watch is on the way (inotify): the freshness promised for changes
+PENDING_TRUST = 2.0
 #: seconds a batch's watches may take to stand before the driver counts as broken
 BATCH_TIMEOUT = 60.0
 #: directories listed again after one scan (the others' names all count as changed)
@@ -107,6 +119,7 @@ class RemoteWatcher:
         *,
         interval: float = 2.0,
         max_dirs: int = 10_000,
+        loss_slack: float = LOSS_SLACK,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         if mode not in ("auto", "inotify", "poll", "no"):
@@ -118,6 +131,7 @@ class RemoteWatcher:
         self._relist = relist
         self.interval = max(0.1, interval)
         self.max_dirs = max(1, max_dirs)
+        self.loss_slack = loss_slack
         self._timer = timer
         #: the scope: mount path -> loop time of its first use since it joined
         self._scope: OrderedDict[bytes, float] = OrderedDict()
@@ -136,6 +150,8 @@ class RemoteWatcher:
         self._next_batch = 0
         self._stamp = 0
         self._failures = 0
+        #: the server's clock minus ours (wall clocks) and how far that may be off, seconds
+        self._clock: tuple[float, float] | None = None
         self._lost_at: float | None = None
         self._closing = False
         #: what runs now: starting, inotify, poll, off (see reason), lost (no connection)
@@ -151,15 +167,17 @@ class RemoteWatcher:
 
     # -- what the mount tells it -----------------------------------------------------
 
-    def use(self, path: bytes) -> None:
-        """Directory ``path`` (a mount path) was used: keep it, or start, watching it."""
+    def use(self, path: bytes, since: float | None = None) -> None:
+        """Directory ``path`` (a mount path) was used: keep it, or start, watching it.
+        ``since``: the (loop) time what the mount holds of it was asked for, when earlier
+        than now (a listing of a tree walk lands after the walk began)."""
         scope = self._scope
         if path in scope:
             scope.move_to_end(path)
             return
         if self.active == "off" or b"\n" in path:
             return
-        now = self._timer()
+        now = self._timer() if since is None else min(since, self._timer())
         scope[path] = now
         self._pending[path] = now
         if len(scope) > self.max_dirs:
@@ -168,10 +186,23 @@ class RemoteWatcher:
             self._vouched.discard(old)
         self._wake.set()
 
-    def vouches(self, path: bytes) -> bool:
-        """Is every change in directory ``path`` known here within the events' latency?
-        (Off for good, e.g. no remote shell: the caches' timeouts answer, as without it.)"""
-        return path in self._vouched or self.active == "off"
+    def vouches(self, path: bytes, asked: float) -> bool:
+        """May what was asked of the server at loop time ``asked`` about directory ``path``
+        (a listing, a missing name) answer for it? Yes once its watch stands and its
+        catch-up is done: every change is known here within the events' latency. Yes, too,
+        while its watch is on the way (inotify, at most ``PENDING_TRUST`` after its first
+        use) for what was asked since that first use: as fresh as the promise, and the
+        catch-up reports whatever changed after it. (Off for good, e.g. no remote shell:
+        the caches' timeouts answer, as without a watcher.)"""
+        if path in self._vouched or self.active == "off":
+            return True
+        first = self._scope.get(path)
+        return (
+            self.active == "inotify"
+            and first is not None
+            and first <= asked
+            and self._timer() - first < PENDING_TRUST
+        )
 
     def bind(self, conn: Any) -> None:
         """A (new) connection: start over on it."""
@@ -248,7 +279,7 @@ class RemoteWatcher:
             # everything known from before this connection: caught up in the first batch
             lost_at, self._lost_at = self._lost_at, None
             if lost_at is not None:
-                self._requeue_all(lost_at)
+                self._requeue_all(lost_at - self.loss_slack)
             self._poll_batches, self._listed, self._stamp = [], 0, 0
             old, self._workdir = self._workdir, None
             if old is not None:  # the last connection's (poll mode), if the server kept it
@@ -267,7 +298,7 @@ class RemoteWatcher:
                         )
                         self._stop_driver()
                         self._vouched.clear()
-                        self._requeue_all(self._timer())
+                        self._requeue_all(self._timer() - self.loss_slack)
                         mode = "poll"
                 else:
                     await self._run_poll(lister)
@@ -306,10 +337,27 @@ class RemoteWatcher:
         return records == [b"yes"]
 
     async def _new_workdir(self, lister: ExecLister) -> bytes:
+        """A fresh remote work directory; reads the server's clock on the way."""
+        sent, wall = self._timer(), time.time()
         records = await self._command(lister, workdir_command())
-        if len(records) != 1 or not records[0].startswith(b"/"):
+        elapsed = self._timer() - sent
+        if not records or not records[0].startswith(b"/"):
             raise RuntimeError(f"no remote work directory ({records[:2]!r})")
+        clock = parse_clock(records[1]) if len(records) == 2 else None
+        if clock is not None:
+            server, resolution = clock
+            # read somewhere between sending and the answer: the midpoint, +- half of it
+            self._clock = (server - (wall + elapsed / 2), elapsed / 2 + resolution)
         return records[0]
+
+    def _since(self, since: float) -> tuple[bytes, bytes]:
+        """The find test for "changed since loop time ``since``" on the server."""
+        if self._clock is None:
+            minutes = math.ceil((self._timer() - since + CATCH_UP_SLACK_NO_CLOCK) / 60)
+            return since_minutes(minutes)
+        offset, error = self._clock
+        wall = since + (time.time() - self._timer())
+        return since_time(wall + offset - error - CATCH_UP_SLACK)
 
     def _requeue_all(self, since: float) -> None:
         """Watch the whole scope again, catching up on what changed since ``since``."""
@@ -427,7 +475,7 @@ class RemoteWatcher:
                     log.info("watch: the inotify driver ended")
                     self._failures += 1
                     self._lost_at = self._timer()
-                    self._requeue_all(self._lost_at)
+                    self._requeue_all(self._lost_at - self.loss_slack)
 
     def _driver_record(self, driver: _Driver, record: bytes) -> None:
         kind, _, rest = record[1:].partition(b" ")
@@ -450,10 +498,7 @@ class RemoteWatcher:
         self, lister: ExecLister, workdir: bytes, batches: list[int], since: float
     ) -> None:
         """Report what changed in ``batches``' directories since loop time ``since``."""
-        minutes = math.ceil((self._timer() - since + CATCH_UP_SLACK) / 60)
-        records = await self._command(
-            lister, scan_command(workdir, batches, since_minutes(minutes))
-        )
+        records = await self._command(lister, scan_command(workdir, batches, self._since(since)))
         self.scans += 1
         await self._scanned(records)
 

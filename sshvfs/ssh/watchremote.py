@@ -36,8 +36,24 @@ MAX_COMMAND = 96 * 1024
 
 
 def workdir_command() -> bytes:
-    """Makes the remote work directory and prints its path, NUL-terminated."""
-    return b"""d=$(mktemp -d "${TMPDIR:-/tmp}/sshvfs-watch.XXXXXX") && printf '%s\\0' "$d\""""
+    """Makes the remote work directory and prints its path, then the server's clock
+    (``date +%s.%N``: seconds since the epoch), each NUL-terminated."""
+    return (
+        b"""d=$(mktemp -d "${TMPDIR:-/tmp}/sshvfs-watch.XXXXXX")"""
+        b""" && printf '%s\\0%s\\0' "$d" "$(date +%s.%N)\""""
+    )
+
+
+def parse_clock(record: bytes) -> tuple[float, float] | None:
+    """The server's clock as :func:`workdir_command` printed it, and its resolution in
+    seconds (1 where ``date`` has no ``%N``: it then prints ``%N`` or ``N`` literally);
+    None when it is no time at all."""
+    whole, dot, fraction = record.partition(b".")
+    if not whole.isdigit():
+        return None
+    if dot and fraction.isdigit():
+        return float(whole + b"." + fraction), 10.0 ** -len(fraction)
+    return float(whole), 1.0
 
 
 def probe_inotify_command() -> bytes:
@@ -79,8 +95,8 @@ def _each_dir(workdir: bytes, batches: list[int]) -> bytes:
 def scan_command(workdir: bytes, batches: list[int], since: tuple[bytes, bytes]) -> bytes:
     """A scan of the directories of ``batches``: each one whose status changed since
     ``since``, and each entry in them that did, NUL-terminated. ``since`` is a find test
-    and its argument: :func:`since_stamp` or :func:`since_minutes`. Unreadable or vanished
-    directories are skipped (their parents' scans report them)."""
+    and its argument: :func:`since_stamp`, :func:`since_time` or :func:`since_minutes`.
+    Unreadable or vanished directories are skipped (their parents' scans report them)."""
     test, argument = since
     return (
         b"{ "
@@ -96,6 +112,11 @@ def scan_command(workdir: bytes, batches: list[int], since: tuple[bytes, bytes])
 def since_stamp(workdir: bytes, stamp: int) -> tuple[bytes, bytes]:
     """The find test "status changed after stamp file ``stamp`` was touched"."""
     return b"-cnewer", workdir + b"/s." + str(stamp).encode()
+
+
+def since_time(epoch: float) -> tuple[bytes, bytes]:
+    """The find test "status changed after ``epoch`` (server seconds since the epoch)"."""
+    return b"-newerct", b"@%.3f" % epoch
 
 
 def since_minutes(minutes: int) -> tuple[bytes, bytes]:

@@ -67,6 +67,8 @@ class Listing:
     #: whether a name it lacks is missing (False: a listing made for lookups, which
     #: answers for the names it has and lets the server answer for the others)
     vouches: bool = True
+    #: when it was asked of the server (the cache's timer)
+    asked: float = 0.0
 
 
 @dataclass
@@ -95,6 +97,7 @@ class CachingVFS:
         walk_prefetch: bool = True,
     ) -> None:
         self.inner = inner
+        self._timer = timer
         self.attr_ttl = attr_ttl
         self.dir_ttl = dir_ttl
         neg_ttl = attr_ttl if negative_ttl is None else negative_ttl
@@ -130,12 +133,14 @@ class CachingVFS:
         self._lookup_lister = LookupLister(self)
         #: changes made on the server, as a remote watcher reports them
         self.remote = RemoteChanges(self, timer)
-        #: called with each directory the mount fetches something of (a watcher's scope)
-        self.on_use: Callable[[bytes], None] | None = None
+        #: called with each directory the mount fetches something of (a watcher's scope),
+        #: and the time (``timer``'s) that was asked for when before now (else None)
+        self.on_use: Callable[[bytes, float | None], None] | None = None
         #: whether a watcher vouches that nothing changed in a directory unseen: None (no
         #: watcher asked for) trusts listings and negative entries for their TTL; else a
-        #: name missing from them is missing only where this says so, and asked otherwise
-        self.vouch: Callable[[bytes], bool] | None = None
+        #: name missing from them is missing only where this says so, and asked otherwise;
+        #: it is told the directory and when the listing or the miss was asked (``timer``)
+        self.vouch: Callable[[bytes, float], bool] | None = None
 
     # -- bookkeeping -----------------------------------------------------------------
 
@@ -217,7 +222,7 @@ class CachingVFS:
             listing.entries.pop(name, None)
             listing.dirty.discard(name)
         if self._enabled_neg:
-            self._neg[path] = _MISSING
+            self._neg[path] = self._timer()
 
     def _drop_subtree(self, root: bytes, is_dir: bool | None = None) -> None:
         """Forget ``root`` and everything below it. ``is_dir=False`` (a file: nothing below
@@ -291,12 +296,13 @@ class CachingVFS:
                 # a listing is authoritative for its names within its TTL
                 if entry is not None:
                     return entry.attrs
-                if listing.vouches and (self.vouch is None or self.vouch(parent)):
+                if listing.vouches and (self.vouch is None or self.vouch(parent, listing.asked)):
                     return _MISSING
         attrs: Attrs | None = self._attrs.get(path)
         if attrs is not None:
             return attrs
-        if path in self._neg and (self.vouch is None or self.vouch(parent)):
+        missing: float | None = self._neg.get(path)
+        if missing is not None and (self.vouch is None or self.vouch(parent, missing)):
             return _MISSING
         if parent:
             made = self._made.get(parent)
@@ -314,7 +320,7 @@ class CachingVFS:
             return cached
         self.stats.misses += 1
         if self.on_use is not None:
-            self.on_use(split(path)[0] if path != b"/" else path)
+            self.on_use(split(path)[0] if path != b"/" else path, None)
         if path != b"/" and await self._lookup_lister.listed(split(path)[0]):
             cached = self._cached_attrs(path)
             if cached is _MISSING:
@@ -322,11 +328,12 @@ class CachingVFS:
             if isinstance(cached, Attrs):
                 return cached
         gen = self._generation(path)
+        asked = self._timer()
         try:
             attrs = await self.inner.lstat(path)
         except FileNotFoundError:
             if self._enabled_neg and gen == self._generation(path):
-                self._neg[path] = _MISSING
+                self._neg[path] = asked
                 parent, name = split(path)
                 listing = self._dirs.get(parent)
                 if listing is not None:
@@ -349,14 +356,15 @@ class CachingVFS:
             return list(listing.entries.values())
         self.stats.misses += 1
         if self.on_use is not None:
-            self.on_use(path)
+            self.on_use(path, None)
         landed = await self._prefetcher.wait_for(path)  # a walk's tree prefetch may have it
         if landed is not None:
             return landed
         gen = self._generation(path)
+        asked = self._timer()
         entries = await self.inner.readdir(path)
         if gen == self._generation(path):
-            self.install_listing(path, entries)
+            self.install_listing(path, entries, asked=asked)
         return entries
 
     def listed(self, path: bytes) -> list[Entry] | None:
@@ -368,15 +376,23 @@ class CachingVFS:
         self.stats.hits += 1
         return list(listing.entries.values())
 
-    def install_listing(self, path: bytes, entries: list[Entry], vouches: bool = True) -> None:
+    def install_listing(
+        self,
+        path: bytes,
+        entries: list[Entry],
+        vouches: bool = True,
+        asked: float | None = None,
+    ) -> None:
         """Cache a listing. Its entries answer lstat through the listing itself (not copied
         into the attribute cache: that would double the memory of a huge directory).
-        ``vouches=False``: a name it lacks is still asked of the server (see Listing)."""
+        ``vouches=False``: a name it lacks is still asked of the server (see Listing).
+        ``asked``: when it was asked of the server (``timer``; None: just now)."""
         self._made.pop(path, None)  # the listing knows better now
         if self.on_use is not None:
-            self.on_use(path)
+            self.on_use(path, asked)
         if self._enabled_dir:
-            self._dirs[path] = Listing({e.name: e for e in entries}, vouches=vouches)
+            when = self._timer() if asked is None else asked
+            self._dirs[path] = Listing({e.name: e for e in entries}, vouches=vouches, asked=when)
         for e in entries:
             if e.attrs.nlink > 1:
                 self._note_links(join(path, e.name), e.attrs)

@@ -127,7 +127,7 @@ class TreePrefetcher:
         self.prefetches += 1
         if len(self.roots) > 1000:
             self.roots.clear()
-        self.roots[path] = self._timer()
+        asked = self.roots[path] = self._timer()
         cache = self._cache
         # a directory changed through the mount meanwhile keeps what it has
         unchanged = cache.generation_snapshot()
@@ -138,7 +138,7 @@ class TreePrefetcher:
                 cache.withdraw_listing(directory, streamed.pop(directory, None))
                 return
             if unchanged(directory):
-                cache.install_listing(directory, entries)
+                cache.install_listing(directory, entries, asked=asked)
                 streamed[directory] = cache.cached_listing(directory)
                 self._land()
 
@@ -162,6 +162,6 @@ class TreePrefetcher:
                 # not handed out early, or evicted since: install it now (a directory handed
                 # out early is complete and still cached as it was: installing it again
                 # would only redo the work)
-                cache.install_listing(directory, entries)
+                cache.install_listing(directory, entries, asked=asked)
             count += len(entries)
         return count

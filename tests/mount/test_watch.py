@@ -264,3 +264,33 @@ def test_the_watcher_survives_a_reconnect() -> None:
     finally:
         own.cleanup()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_the_catch_up_reaches_back_to_first_use_and_no_further(sshd: Sshd) -> None:
+    """A tree changed seconds before the mount used it is not reported changed (its
+    listings stay: no second round trip for them), while a change made between a listing
+    and its directory's watch standing is still found (the catch-up scan)."""
+    base = tempfile.mkdtemp(prefix="sshvfs-watch-")
+    remote = os.path.join(base, "remote")
+    for d in ("old", "fresh"):
+        os.makedirs(os.path.join(remote, d))
+        for i in range(5):
+            open(os.path.join(remote, d, f"f{i}"), "w").close()
+    time.sleep(3.0)  # older than first use by more than the catch-up's slack (2 s)
+    try:
+        options = ["watch=inotify", "cache_timeout=600"]
+        with mounted(sshd, remote, os.path.join(base, "mnt"), options) as m:
+            mnt = m.mountpoint
+            assert len(os.listdir(os.path.join(mnt, "old"))) == 5
+            settled(mnt, 2)
+            assert watch_status(mnt)["changes"] == 0
+            fresh = os.path.join(mnt, "fresh")
+            assert len(os.listdir(fresh)) == 5
+            open(os.path.join(remote, "fresh", "made-before-the-watch"), "w").close()
+            wait_for(
+                lambda: "made-before-the-watch" in os.listdir(fresh),
+                INOTIFY_BOUND,
+                "a change made as the directory was first used",
+            )
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

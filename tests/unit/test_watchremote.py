@@ -16,6 +16,7 @@ from sshvfs.ssh.watchremote import (
     batch_commands,
     driver_command,
     mount_path,
+    parse_clock,
     parse_event,
     parse_scan,
     poll_command,
@@ -23,6 +24,7 @@ from sshvfs.ssh.watchremote import (
     scan_command,
     since_minutes,
     since_stamp,
+    since_time,
     take_records,
     workdir_command,
 )
@@ -91,7 +93,7 @@ def test_batches_stay_under_the_command_limit(tmp_path: Path) -> None:
 
 
 def test_poll_reports_changes_since_the_stamp_and_nothing_else(tmp_path: Path) -> None:
-    work = os.fsencode(sh(workdir_command()).rstrip(b"\0"))
+    work = sh(workdir_command()).split(b"\0")[0]
     try:
         tree = tmp_path / "tree"
         (tree / "a").mkdir(parents=True)
@@ -123,9 +125,48 @@ def test_poll_reports_changes_since_the_stamp_and_nothing_else(tmp_path: Path) -
         shutil.rmtree(os.fsdecode(work), ignore_errors=True)
 
 
+def test_the_workdir_command_reads_the_servers_clock() -> None:
+    before = time.time()
+    work, clock, rest = sh(workdir_command()).split(b"\0")
+    try:
+        assert rest == b"" and os.path.isdir(work)
+        parsed = parse_clock(clock)
+        assert parsed is not None
+        server, resolution = parsed
+        assert before - 1 <= server <= time.time() + 1 and resolution < 1e-3
+    finally:
+        shutil.rmtree(os.fsdecode(work), ignore_errors=True)
+    assert parse_clock(b"1700000000.%N") == (1700000000.0, 1.0)  # date without %N
+    assert parse_clock(b"1700000000.N") == (1700000000.0, 1.0)
+    assert parse_clock(b"1700000000.25") == (1700000000.25, 0.01)
+    assert parse_clock(b"") is None and parse_clock(b"date: bad") is None
+
+
+def test_a_catch_up_from_a_time_reports_what_changed_after_it_only(tmp_path: Path) -> None:
+    work = sh(workdir_command()).split(b"\0")[0]
+    try:
+        tree = tmp_path / "tree"
+        tree.mkdir()
+        (tree / "before").write_text("1")
+        for c in batch_commands(work, 0, [os.fsencode(tree)]):
+            sh(c)
+        time.sleep(0.05)
+        since = time.time()
+        time.sleep(0.05)
+        assert sh(scan_command(work, [0], since_time(since))) == b""
+        (tree / "after").write_text("2")
+        os.chmod(tree / "before", 0o600)  # a status change counts: ctime
+        got = sh(scan_command(work, [0], since_time(since))).split(b"\0")[:-1]
+        assert sorted(got) == sorted(
+            os.fsencode(p) for p in (tree, tree / "after", tree / "before")
+        )
+    finally:
+        shutil.rmtree(os.fsdecode(work), ignore_errors=True)
+
+
 @pytest.mark.skipif(shutil.which("inotifywait") is None, reason="needs inotify-tools")
 def test_driver_watches_batches_and_cleans_up(tmp_path: Path) -> None:
-    work = os.fsencode(sh(workdir_command()).rstrip(b"\0"))
+    work = sh(workdir_command()).split(b"\0")[0]
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     for c in batch_commands(work, 0, [os.fsencode(tmp_path / "a"), b"/nonexistent/dir"]):

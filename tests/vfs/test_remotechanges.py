@@ -95,7 +95,7 @@ async def test_a_listing_change_without_names_is_told_apart_by_a_new_listing(set
 async def test_misses_are_asked_unless_the_directory_is_vouched_for(setup: Any) -> None:
     cache, backend, clock, root = setup
     vouched: set[bytes] = set()
-    cache.vouch = vouched.__contains__
+    cache.vouch = lambda path, asked: path in vouched
     (await cache.readdir(b"/d"))
     with pytest.raises(FileNotFoundError):
         (await cache.lstat(b"/d/late"))
@@ -114,7 +114,7 @@ async def test_misses_are_asked_unless_the_directory_is_vouched_for(setup: Any) 
 async def test_use_is_reported_for_directories_fetched(setup: Any) -> None:
     cache, backend, clock, root = setup
     used: list[bytes] = []
-    cache.on_use = used.append
+    cache.on_use = lambda path, asked: used.append(path)
     (await cache.readdir(b"/d"))
     (await cache.lstat(b"/d"))
     assert b"/d" in used and b"/" in used

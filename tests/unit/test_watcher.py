@@ -1,0 +1,76 @@
+"""RemoteWatcher's promises that need no server: when what the mount asked answers for a
+directory (``vouches``), and how far back a catch-up scan reaches."""
+
+from __future__ import annotations
+
+import time
+
+from sshvfs.ssh import watcher as w
+from sshvfs.ssh.watcher import RemoteWatcher
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _apply(*args: object) -> None:
+    return None
+
+
+def _watcher(clock: Clock) -> RemoteWatcher:
+    return RemoteWatcher("inotify", b"/srv", _apply, lambda: None, timer=clock)
+
+
+async def test_a_fresh_answer_vouches_while_the_watch_is_on_the_way() -> None:
+    clock = Clock()
+    watcher = _watcher(clock)
+    watcher.use(b"/d")  # first use at 100
+    assert not watcher.vouches(b"/d", 100.1)  # not watching yet at all
+    watcher.active = "inotify"
+    clock.now = 100.5
+    assert watcher.vouches(b"/d", 100.1)  # asked since its first use: fresh enough
+    assert not watcher.vouches(b"/d", 99.0)  # asked before it: a catch-up may not cover it
+    assert not watcher.vouches(b"/other", 100.1)  # never used
+    clock.now = 100 + w.PENDING_TRUST
+    assert not watcher.vouches(b"/d", 100.1)  # the watch should stand by now: ask
+    watcher._vouched.add(b"/d")  # it stands, caught up
+    assert watcher.vouches(b"/d", 0.0)
+    watcher.connection_lost()
+    assert not watcher.vouches(b"/d", clock.now)
+
+
+async def test_poll_mode_never_vouches() -> None:
+    clock = Clock()
+    watcher = _watcher(clock)
+    watcher.active = "poll"
+    watcher.use(b"/d")
+    assert not watcher.vouches(b"/d", clock.now)
+
+
+async def test_a_listing_asked_before_now_counts_from_when_it_was_asked() -> None:
+    clock = Clock()
+    watcher = _watcher(clock)
+    watcher.active = "inotify"
+    watcher.use(b"/tree/sub", since=97.0)  # a tree walk's listing, asked at 97
+    assert watcher._scope[b"/tree/sub"] == 97.0
+    assert watcher._pending[b"/tree/sub"] == 97.0  # its catch-up reaches back to then
+    assert not watcher.vouches(b"/tree/sub", 97.0)  # more than PENDING_TRUST ago
+
+
+async def test_the_catch_up_reaches_back_to_first_use_in_the_servers_time() -> None:
+    clock = Clock()
+    watcher = _watcher(clock)
+    # no clock read: whole minutes, generously
+    test, arg = watcher._since(clock.now - 10)
+    assert test == b"-cmin" and int(arg) <= -2
+    # the server runs 1000 s ahead of us, read within 0.1 s
+    watcher._clock = (1000.0, 0.1)
+    test, arg = watcher._since(clock.now - 10)
+    assert test == b"-newerct"
+    wall_then = time.time() - 10
+    reach = float(arg[1:]) - (wall_then + 1000.0)
+    assert -(w.CATCH_UP_SLACK + 0.1) - 0.05 <= reach <= -(w.CATCH_UP_SLACK + 0.1) + 0.05
