@@ -36,6 +36,8 @@ S = TypeVar("S")
 
 #: what stat(2) reports as the preferred I/O size: large, so cp and friends use big buffers
 BLKSIZE = 128 * 1024
+#: our pyfuse3 patch's FileInfo.noflush (scripts/pyfuse3); a stock pyfuse3 has none
+NOFLUSH = bool(getattr(pyfuse3, "NOFLUSH", False))
 NAME_MAX = 255
 
 
@@ -499,9 +501,15 @@ class Operations(pyfuse3.Operations):
         self, node: Node, file: VFSFile, flags: int, created: bool = False
     ) -> pyfuse3.FileInfo:
         fh = self._fh()
-        self._files[fh] = OpenFile(node, file, flags & os.O_ACCMODE != os.O_RDONLY, created)
+        writable = flags & os.O_ACCMODE != os.O_RDONLY
+        self._files[fh] = OpenFile(node, file, writable, created)
         self.inodes.opened(node)
-        return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=False)
+        info = pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=False)
+        if not writable and NOFLUSH:
+            # nothing to drain or report at close(2): the kernel sends no FLUSH, one
+            # request less per file read (its RELEASE closes the remote handle)
+            info.noflush = True
+        return info
 
     @guard
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
