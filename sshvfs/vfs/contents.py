@@ -323,6 +323,8 @@ class ContentPrefetcher:
         if root is None:
             return
         if root in self._full:
+            if not self._across_link():
+                return  # here one command costs more than the opens it could spare
             root = split(path)[0]
         started = self._fetched.get(root)
         if started is not None and now - started < self.ttl:
@@ -333,6 +335,12 @@ class ContentPrefetcher:
         task = asyncio.get_running_loop().create_task(self._fetch(root))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _across_link(self) -> bool:
+        """Is the server across a link, where one exec command costs about a round trip
+        (the backend's judgement, as for lookups listing their directory)?"""
+        judge = getattr(self._cache.inner, "lists_for_lookups", None)
+        return bool(judge()) if judge is not None else True
 
     def _read_walk(self, now: float, path: bytes) -> bytes | None:
         """The directory holding a walk of files this open completes, or None."""

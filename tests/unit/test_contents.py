@@ -89,3 +89,51 @@ def test_the_command_runs_in_sh_and_frames_a_tar(tmp_path: object) -> None:
     got = parse_archive(parser.archive)
     assert set(got) == {b"s p'ace/f"} and got[b"s p'ace/f"][1] == b"data"
     assert os.getcwd() != root
+
+
+class _Backend:
+    def __init__(self, across_link: bool) -> None:
+        self.across_link = across_link
+        self.fetched: list[bytes] = []
+
+    def lists_for_lookups(self) -> bool:
+        return self.across_link
+
+    async def contents(
+        self, root: bytes, max_file: int, max_files: int
+    ) -> dict[bytes, tuple[int, bytes]]:
+        self.fetched.append(root)
+        if root == b"/r":  # a tree too big for one fetch
+            return {b"d%d/f" % i: (1, b"x") for i in range(max_files)}
+        return {b"f": (1, b"x")}
+
+
+class _Cache:
+    def __init__(self, inner: _Backend) -> None:
+        self.inner = inner
+
+    def prefetched_root(self, path: bytes, ttl: float) -> bytes | None:
+        return b"/r"
+
+    def generation_snapshot(self) -> object:
+        return lambda path: True
+
+
+@pytest.mark.parametrize("across_link", [True, False])
+async def test_under_a_tree_too_big_a_directory_is_fetched_alone_only_across_a_link(
+    across_link: bool,
+) -> None:
+    """One command for a directory's few files pays only where it spares round trips that
+    cost more: at a round trip of a LAN or loopback, the opens go one by one instead."""
+    import asyncio
+
+    from sshvfs.vfs.contents import ContentPrefetcher
+
+    backend = _Backend(across_link)
+    prefetcher = ContentPrefetcher(_Cache(backend), lambda: 100.0, ttl=30)  # type: ignore[arg-type]
+    prefetcher.missed(b"/r/d1/f")
+    await asyncio.sleep(0.01)
+    assert backend.fetched == [b"/r"]  # the whole tree first: it came back full
+    prefetcher.missed(b"/r/d2/f")
+    await asyncio.sleep(0.01)
+    assert backend.fetched == ([b"/r", b"/r/d2"] if across_link else [b"/r"])
