@@ -446,6 +446,10 @@ class CachingVFS:
         cached, or -1 when the backend cannot (no exec channel) or the tree is too big."""
         return await self._prefetcher.prefetch(path)
 
+    def walk_reads(self, root: bytes) -> bool:
+        """A walk reads files under ``root`` (see TreePrefetcher.walk_reads)."""
+        return self._prefetcher.walk_reads(root, self.dir_ttl)
+
     def prefetched_root(self, path: bytes, within_seconds: float) -> bytes | None:
         """The root of a tree prefetched lately that holds ``path`` (see TreePrefetcher)."""
         return self._prefetcher.root_of(path, within_seconds)

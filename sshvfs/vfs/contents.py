@@ -319,9 +319,15 @@ class ContentPrefetcher:
         if not self.enabled:
             return
         now = self._timer()
-        root = self._cache.prefetched_root(path, self.ttl) or self._read_walk(now, path)
+        root = self._cache.prefetched_root(path, self.ttl)
         if root is None:
-            return
+            root = self._read_walk(now, path)
+            if root is None:
+                return
+            if self._across_link():
+                # its lookups (names it has and names it lacks) come next, one round trip
+                # each: the tree's listings, in one command alongside, answer them
+                self._cache.walk_reads(root)
         if root in self._full:
             if not self._across_link():
                 return  # here one command costs more than the opens it could spare

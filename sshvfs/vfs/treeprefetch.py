@@ -72,10 +72,7 @@ class TreePrefetcher:
             return None
         root = self._walk.listed(path, self._timer())
         if root is not None and root not in self._prefetching:
-            self._prefetching[root] = asyncio.Event()
-            task = asyncio.get_running_loop().create_task(self._background_prefetch(root))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start(root)
         covering = self._covering_prefetch(path)
         if covering is None:
             return None
@@ -87,6 +84,25 @@ class TreePrefetcher:
                     await self._landed.wait()
         listing = self._cache.cached_listing(path)
         return list(listing.entries.values()) if listing is not None else None
+
+    def walk_reads(self, root: bytes, within_seconds: float) -> bool:
+        """A walk reads files under ``root`` without listing them (git status lstat-ing
+        and hashing what its index names): prefetch its tree in the background, unless a
+        prefetch covering it is in flight or landed in the last ``within_seconds``. Its
+        listings then answer the walk's lookups, missing names included. Off where walk
+        detection is. True if one started."""
+        if self._walk is None or self._covering_prefetch(root) is not None:
+            return False
+        if self.root_of(root, within_seconds) is not None:
+            return False
+        self._start(root)
+        return True
+
+    def _start(self, root: bytes) -> None:
+        self._prefetching[root] = asyncio.Event()
+        task = asyncio.get_running_loop().create_task(self._background_prefetch(root))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _covering_prefetch(self, path: bytes) -> asyncio.Event | None:
         for root, event in self._prefetching.items():

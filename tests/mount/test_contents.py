@@ -13,7 +13,7 @@ import pytest
 from sshvfs.vfs.contents import MAX_FILE
 
 from ..mounting import MountProcess
-from .test_caching import cache_counts, touch_invalidate
+from .test_caching import cache_counts, status, touch_invalidate
 from .test_streaming import fresh
 
 pytestmark = pytest.mark.mount
@@ -33,10 +33,24 @@ def _tree(remote: str) -> dict[str, bytes]:
     return files
 
 
+def _vouched(mnt_root: str) -> int:
+    watch = status(mnt_root)["watch"]
+    assert isinstance(watch, dict)
+    return int(watch["vouched"]) if watch["active"] == "inotify" else -1
+
+
 def _fetched(mnt_root: str, mnt: str) -> None:
-    """Prefetch ``mnt``'s tree, read one file (that starts the content fetch), wait for it."""
+    """Prefetch ``mnt``'s tree, let the watcher catch up on it, read one file (that starts
+    the content fetch), wait for it. (A tree made a moment before the mount first used it
+    is what the watcher's catch-up reports as changed: copies fetched before that report
+    would be dropped, and these tests count hits.)"""
+    before = _vouched(mnt_root)
     with open(os.path.join(mnt_root, ".sshvfs", "prefetch"), "w") as f:
         f.write("/" + os.path.relpath(mnt, mnt_root))
+    deadline = time.monotonic() + 20
+    while before >= 0 and _vouched(mnt_root) < before + 5:  # the directory and its four
+        assert time.monotonic() < deadline, "the watcher did not catch up on the tree"
+        time.sleep(0.05)
     with open(os.path.join(mnt, "d0", "f0"), "rb") as f:
         f.read()
     deadline = time.monotonic() + 20

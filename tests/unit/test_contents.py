@@ -109,11 +109,17 @@ class _Backend:
 
 
 class _Cache:
-    def __init__(self, inner: _Backend) -> None:
+    def __init__(self, inner: _Backend, prefetched: bytes | None = b"/r") -> None:
         self.inner = inner
+        self.prefetched = prefetched
+        self.walks: list[bytes] = []
 
     def prefetched_root(self, path: bytes, ttl: float) -> bytes | None:
-        return b"/r"
+        return self.prefetched
+
+    def walk_reads(self, root: bytes) -> bool:
+        self.walks.append(root)
+        return True
 
     def generation_snapshot(self) -> object:
         return lambda path: True
@@ -137,3 +143,24 @@ async def test_under_a_tree_too_big_a_directory_is_fetched_alone_only_across_a_l
     prefetcher.missed(b"/r/d2/f")
     await asyncio.sleep(0.01)
     assert backend.fetched == ([b"/r", b"/r/d2"] if across_link else [b"/r"])
+
+
+@pytest.mark.parametrize("across_link", [True, False])
+async def test_a_walk_of_reads_across_a_link_prefetches_its_trees_listings(
+    across_link: bool,
+) -> None:
+    """git status opens what its index names without listing: four read-only opens in
+    more than one directory fetch the small files of their common tree and, across a link,
+    its listings too (they answer the walk's lookups, the names missing included)."""
+    import asyncio
+
+    from sshvfs.vfs.contents import READ_WALK, ContentPrefetcher
+
+    backend = _Backend(across_link)
+    cache = _Cache(backend, prefetched=None)
+    prefetcher = ContentPrefetcher(cache, lambda: 100.0, ttl=30)  # type: ignore[arg-type]
+    for i in range(READ_WALK):
+        prefetcher.missed(b"/repo/.git/d%d/f" % (i % 2))
+    await asyncio.sleep(0.01)
+    assert backend.fetched == [b"/repo/.git"]
+    assert cache.walks == ([b"/repo/.git"] if across_link else [])

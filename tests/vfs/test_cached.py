@@ -319,6 +319,28 @@ async def test_walk_detection_prefetches_the_tree(setup: Any) -> None:
     assert backend.calls["tree"] == 1
 
 
+async def test_a_walk_of_reads_prefetches_its_tree_once(setup: Any) -> None:
+    """A walk of reads (see ContentPrefetcher) asks for its root's tree: its listings then
+    answer lookups, missing names too; a root already covered is not fetched again."""
+    cache, backend, clock, root = setup
+    for i in range(6):
+        touch(root, f"g/.git/d{i % 2}/f{i}")
+    assert cache.walk_reads(b"/g/.git")
+    assert not cache.walk_reads(b"/g/.git/d0")  # in flight, covering it
+    for _ in range(100):
+        if not cache._prefetching:
+            break
+        await asyncio.sleep(0.01)
+    assert backend.calls["tree"] == 1
+    assert not cache.walk_reads(b"/g/.git")  # landed within the listing TTL
+    assert (await cache.lstat(b"/g/.git/d1/f3")).size == 0
+    with pytest.raises(FileNotFoundError):
+        await cache.lstat(b"/g/.git/MERGE_HEAD")
+    assert backend.calls["lstat"] == 0
+    clock.now += 31
+    assert cache.walk_reads(b"/g/.git")  # the TTL is over: again
+
+
 async def test_fetch_racing_an_invalidation_is_not_installed(workdir: str) -> None:
     gate = asyncio.Event()
 
