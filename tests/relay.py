@@ -75,11 +75,17 @@ class Relay:
         # True while the last bytes seen went server -> client (the next client bytes are a
         # new round trip)
         state = {"answered": True}
-        await asyncio.gather(
-            self._pump(cr, sw, state, upstream=True),
-            self._pump(sr, cw, state, upstream=False),
-            return_exceptions=True,
-        )
+        try:
+            await asyncio.gather(
+                self._pump(cr, sw, state, upstream=True),
+                self._pump(sr, cw, state, upstream=False),
+                return_exceptions=True,
+            )
+        except asyncio.CancelledError:
+            # stop(): end quietly. A task asyncio's stream server started that ends
+            # cancelled makes its done-callback raise (Python 3.11) and print a traceback
+            for w in (cw, sw):
+                w.close()
 
     async def _pump(
         self,
