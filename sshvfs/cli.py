@@ -227,13 +227,10 @@ def cmd_mount(argv: Sequence[str]) -> int:
     mount = Mount(target, mountpoint, opts)
     mount.on_ready = lambda: _notify(args.notify_fd, "ok")
     try:
-        mount.connect()
-        mount.serve()
+        mount.run()
     except UserError as exc:
         _notify(args.notify_fd, f"error: {exc}")
         raise
-    finally:
-        mount.shutdown()
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
@@ -59,45 +60,54 @@ def run_demo(mountpoint: str | None, serve: str | None, once: bool, options: lis
     server = DemoServer(serve)
     opts = apply_options(MountOptions(), options)
     mount = Mount(Target("127.0.0.1", path=os.fsencode(os.path.abspath(serve))), mountpoint, opts)
-    mount.bridge.start()
     result = {"ok": True}
-    try:
-        endpoint = mount.bridge.call(server.start(), 30)
+    endpoint = None
+
+    async def start_server() -> None:
+        nonlocal endpoint
+        async with asyncio.timeout(30):
+            endpoint = await server.start()
         opts.port = endpoint.port
         opts.identity_files = [endpoint.client_key]
         opts.known_hosts = endpoint.known_hosts
-        mount.connect()
 
-        def ready() -> None:
-            print(
-                f"sshvfs demo: {serve} is mounted on {mountpoint} over SSH "
-                f"(127.0.0.1:{endpoint.port})",
-                flush=True,
-            )
-            if once:
+    def ready() -> None:
+        assert endpoint is not None
+        print(
+            f"sshvfs demo: {serve} is mounted on {mountpoint} over SSH (127.0.0.1:{endpoint.port})",
+            flush=True,
+        )
+        if once:
 
-                def check_and_unmount() -> None:
-                    try:
-                        result["ok"] = _round_trip(mountpoint)
-                    except OSError as exc:
-                        print(f"sshvfs demo: {exc}", file=sys.stderr)
-                        result["ok"] = False
-                    finally:
-                        unmount(mountpoint)
+            def check_and_unmount() -> None:
+                try:
+                    result["ok"] = _round_trip(mountpoint)
+                except OSError as exc:
+                    print(f"sshvfs demo: {exc}", file=sys.stderr)
+                    result["ok"] = False
+                finally:
+                    unmount(mountpoint)
 
-                threading.Thread(target=check_and_unmount, daemon=True).start()
-            else:
-                print("press Ctrl-C (or run: sshvfs umount MOUNTPOINT) to unmount", flush=True)
+            # a thread of its own: its file operations are served on this loop
+            threading.Thread(target=check_and_unmount, daemon=True).start()
+        else:
+            print("press Ctrl-C (or run: sshvfs umount MOUNTPOINT) to unmount", flush=True)
 
-        mount.on_ready = ready
-        mount.serve()
-        print("sshvfs demo: unmounted", flush=True)
-    finally:
+    async def main() -> None:
         try:
-            mount.bridge.call(server.close(), 10)
-        except Exception:
-            log.debug("stopping the demo server failed", exc_info=True)
-        mount.shutdown()
+            await mount.run_async(before=start_server)
+            print("sshvfs demo: unmounted", flush=True)
+        finally:
+            try:
+                async with asyncio.timeout(10):
+                    await server.close()
+            except Exception:
+                log.debug("stopping the demo server failed", exc_info=True)
+
+    mount.on_ready = ready
+    try:
+        asyncio.run(main())
+    finally:
         for path in reversed(temp):
             if not os.path.ismount(path):
                 shutil.rmtree(path, ignore_errors=True)

@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pyfuse3
@@ -24,7 +24,6 @@ from .fuse.dirstreams import kernel_cache_supported
 from .fuse.operations import Operations, Timeouts
 from .fuse.ownership import Ownership
 from .sftp.vfs import SftpVFS
-from .ssh.bridge import Bridge
 from .ssh.connection import Connection
 from .ssh.session import Session
 from .ssh.watcher import LOSS_SLACK, RemoteWatcher
@@ -100,16 +99,32 @@ class Mount:
     target: Target
     mountpoint: str
     opts: MountOptions
-    bridge: Bridge = field(default_factory=Bridge)
     connection: Connection | None = None
-    #: run in the asyncio thread after connecting (the demo's endpoint set-up uses it)
+    #: called once mounted, before serving the first request (the CLI reports success)
     on_ready: Callable[[], None] | None = None
 
-    def connect(self) -> None:
-        self.bridge.start()
+    def run(self) -> None:
+        """Connect, mount, serve until unmounted or signalled, unmount and disconnect: all
+        on one asyncio loop in this (the main) thread, where asyncssh, the VFS layers and
+        the FUSE handlers run together."""
+        asyncio.run(self.run_async())
+
+    async def run_async(self, before: Callable[[], Awaitable[None]] | None = None) -> None:
+        """:meth:`run` on the running loop; ``before`` runs first (the demo starts its
+        server), and the connection is closed however it ends."""
+        try:
+            if before is not None:
+                await before()
+            await self.connect()
+            await self.serve()
+        finally:
+            await self.shutdown()
+
+    async def connect(self) -> None:
         timeout = (self.opts.connect_timeout or 60) + 30
         self.session = Session(self.target, self.opts, reconnect=self.opts.reconnect)
-        self.connection = self.bridge.call(self.session.start(), timeout)
+        async with asyncio.timeout(timeout):
+            self.connection = await self.session.start()
 
     cache: CachingVFS | None = None
     started: float = field(default_factory=time.time)
@@ -118,16 +133,15 @@ class Mount:
     sftp_vfs: SftpVFS | None = None
     session: Session | None = None
 
-    def ownership(self) -> Ownership:
+    async def ownership(self) -> Ownership:
         """The presentation of owners and modes; idmap=user asks who owns the login dir."""
         assert self.connection is not None
         uid = gid = None
         if self.opts.idmap == "user":
             conn = self.connection
             try:
-                attrs = self.bridge.call(
-                    conn.sftp.lstat(conn.home), self.opts.connect_timeout or 60
-                )
+                async with asyncio.timeout(self.opts.connect_timeout or 60):
+                    attrs = await conn.sftp.lstat(conn.home)
             except Exception as exc:  # asyncssh.SFTPError, TimeoutError
                 raise UserError(
                     f"idmap=user: cannot stat the login directory {os.fsdecode(conn.home)}: {exc}"
@@ -142,12 +156,11 @@ class Mount:
             )
         return Ownership.from_options(self.opts, uid, gid)
 
-    def build_operations(self) -> Operations:
+    async def build_operations(self) -> Operations:
         assert self.connection is not None
         opts = self.opts
         self.transfers = Transfers()
         self.sftp_vfs = SftpVFS(
-            self.bridge,
             self.connection.sftp,
             self.connection.root,
             exec_conn=self.connection.conn,
@@ -192,7 +205,7 @@ class Mount:
                     "the kernel cannot cache listings here (needs Linux 5.1+ and the"
                     " patched pyfuse3 of scripts/setup): every readdir asks sshvfs"
                 )
-        ops = Operations(vfs, timeouts, state, self.ownership(), kernel_dir_ttl)
+        ops = Operations(vfs, timeouts, state, await self.ownership(), kernel_dir_ttl)
         # after each prompt of a followed shell, its directory is listed afresh
         state.on_cwd = self._invalidate
         self._ops = ops
@@ -301,14 +314,14 @@ class Mount:
             "lists_for_lookups": vfs.lists_for_lookups(),
         }
 
-    def serve(self) -> None:
+    async def serve(self) -> None:
         """Mount, call ``on_ready``, serve until unmounted or signalled, then unmount.
 
-        The connection stays open: the caller ends it with :meth:`shutdown`."""
-        pyfuse3.asyncio.enable()  # FUSE requests are served on the bridge's asyncio loop
+        The connection stays open: :meth:`shutdown` ends it."""
+        pyfuse3.asyncio.enable()  # FUSE requests are served on this asyncio loop
         fdwait.install()
-        ops = self.build_operations()
-        self._wait_for_exec_lister()
+        ops = await self.build_operations()
+        await self._wait_for_exec_lister()
         try:
             pyfuse3.init(ops, self.mountpoint, fuse_options(self.target, self.opts))
         except RuntimeError as exc:
@@ -322,7 +335,7 @@ class Mount:
             gc.collect()
             gc.freeze()
             gc.set_threshold(GC_THRESHOLD, 10, 10)
-            self._serve_on_loop(ops)
+            await self._serve_until_unmounted(ops)
         finally:
             try:
                 pyfuse3.close(unmount=True)
@@ -330,7 +343,7 @@ class Mount:
                 log.debug("pyfuse3.close failed", exc_info=True)
         log.info("unmounted %s", self.mountpoint)
 
-    def _wait_for_exec_lister(self) -> None:
+    async def _wait_for_exec_lister(self) -> None:
         """Report the mount ready once its exec lister is (bounded): the remote shell's
         start-up (a login shell's rc files: 20-600 ms) would otherwise land on the first
         big listing or tree walk instead of on the mount."""
@@ -338,25 +351,22 @@ class Mount:
         if warming is None:
             return
         try:
-            warming.result(EXEC_WARM_UP_WAIT)
+            async with asyncio.timeout(EXEC_WARM_UP_WAIT):
+                await asyncio.shield(warming)
         except Exception:  # slow or failed: listings use SFTP until it is there
             log.debug("exec lister not ready at mount time", exc_info=True)
 
-    def _serve_on_loop(self, ops: Operations) -> None:
-        """Serve FUSE requests on the bridge's loop (where asyncssh runs too) until the
-        mount ends; this thread only waits, and turns signals into an unmount."""
-        loop = self.bridge.loop
-
-        def on_signal(signum: int, _frame: object) -> None:
-            loop.call_soon_threadsafe(self._terminate, signum)
-
+    async def _serve_until_unmounted(self, ops: Operations) -> None:
+        """Serve FUSE requests until the mount ends; SIGTERM, SIGINT and SIGHUP unmount."""
+        loop = asyncio.get_running_loop()
         signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-        previous = {sig: signal.signal(sig, on_signal) for sig in signals}
+        for sig in signals:
+            loop.add_signal_handler(sig, self._terminate, sig)
         try:
-            self.bridge.call(self._main(ops))
+            await self._main(ops)
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            for sig in signals:
+                loop.remove_signal_handler(sig)
 
     @staticmethod
     def _terminate(signum: int) -> None:
@@ -384,19 +394,18 @@ class Mount:
         except TimeoutError:
             log.warning("open files were not all closed within 10 s")
 
-    def shutdown(self) -> None:
-        if self.session is not None or self.connection is not None:
-            closing = self.session.close() if self.session is not None else None
-            try:
-                if closing is not None:
-                    self.bridge.call(closing, 10)
-                elif self.connection is not None:
-                    self.bridge.call(self.connection.close(), 10)
-            except Exception:
-                log.debug("closing the connection failed", exc_info=True)
-            self.connection = None
-            self.session = None
-        self.bridge.close()
+    async def shutdown(self) -> None:
+        session, connection = self.session, self.connection
+        self.connection = None
+        self.session = None
+        try:
+            async with asyncio.timeout(10):
+                if session is not None:
+                    await session.close()
+                elif connection is not None:
+                    await connection.close()
+        except Exception:
+            log.debug("closing the connection failed", exc_info=True)
 
 
 def unmount(mountpoint: str, lazy: bool = False) -> None:

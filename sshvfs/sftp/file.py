@@ -297,13 +297,8 @@ class SftpFile:
         streaming.write_submitted += size
         if fits:
             # within both bounds, so the writer will not wait: hand it over and answer now
-            # (started before this returns, or queued on the loop from another thread: either
-            # way ahead of any later call of this or any handle)
-            bridge = self._vfs._bridge
-            if bridge.on_loop():
-                self._start_write(offset, data)
-            else:
-                bridge.loop.call_soon_threadsafe(self._start_write, offset, data)
+            # (started before this returns: ahead of any later call of this or any handle)
+            self._start_write(offset, data)
             return size
         self._waiting += 1
         try:  # past a bound: wait until it is sent

@@ -1,16 +1,15 @@
 """SftpVFS: the VFS Protocol over asyncssh's SFTP client.
 
-Every public method awaits its asyncssh work through :meth:`Bridge.run` (a plain await on
-the mount's loop; one crossing from any other loop, see :mod:`sshvfs.ssh.bridge`). Errors
-are translated in exactly one place, :func:`_translate`, and SFTP v3's catch-all FX_FAILURE
-is disambiguated where POSIX callers care (EEXIST, ENOTEMPTY, EISDIR, ENOTDIR) with a
+Every public method awaits its asyncssh work on the caller's loop (the mount's one loop,
+where the FUSE handlers run too), within the per-operation deadline. Errors are translated
+in exactly one place, :func:`_translate`, and SFTP v3's catch-all FX_FAILURE is
+disambiguated where POSIX callers care (EEXIST, ENOTEMPTY, EISDIR, ENOTDIR) with a
 follow-up lstat inside the same call.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import errno
 import logging
 import os
@@ -22,7 +21,6 @@ from typing import Any, TypeVar
 import asyncssh
 
 from ..errors import fs_error
-from ..ssh.bridge import Bridge
 from ..ssh.connection import Connection
 from ..ssh.lister import DEFAULT_SESSIONS, DirLister, ExecLister, ListingPolicy
 from ..ssh.session import Session
@@ -160,7 +158,6 @@ class SftpVFS:
 
     def __init__(
         self,
-        bridge: Bridge,
         sftp: asyncssh.SFTPClient,
         root: bytes,
         *,
@@ -181,7 +178,6 @@ class SftpVFS:
 
         ``session`` lets the VFS follow reconnects (and wait for one, bounded); ``timeout``
         is the deadline of every remote operation, after which the caller gets ETIMEDOUT."""
-        self._bridge = bridge
         self._session = session
         self.timeout = timeout or None
         #: moving average of an LSTAT's round trip (seconds): is this a link or the host?
@@ -205,9 +201,11 @@ class SftpVFS:
         policy = ListingPolicy(listing, listing_threshold)
         self._listings = DirLister(sftp, _entry, policy, bulk)
         #: the exec lister's start-up (probe + first remote shell), when warming up
-        self.warming: concurrent.futures.Future[bool] | None = None
+        self.warming: asyncio.Task[bool] | None = None
         if bulk is not None and warm_up:
-            self.warming = bridge.submit(bulk.probe())  # its outcome lands in bulk.available
+            self.warming = asyncio.get_running_loop().create_task(
+                bulk.probe()
+            )  # its outcome lands in bulk.available
         if session is not None:
             session.on_connect.append(self._rebind)
 
@@ -262,15 +260,12 @@ class SftpVFS:
         return self._root + path
 
     async def _run(self, coro: Coroutine[Any, Any, T], path: bytes) -> T:
-        async def guarded() -> T:
-            try:
-                return await self._deadline(coro, path)
-            except asyncssh.Error as exc:
-                raise _translate(exc, path) from exc
-            except (ConnectionError, EOFError, BrokenPipeError) as exc:
-                raise _translate(exc, path) from exc
-
-        return await self._bridge.run(guarded())
+        try:
+            return await self._deadline(coro, path)
+        except asyncssh.Error as exc:
+            raise _translate(exc, path) from exc
+        except (ConnectionError, EOFError, BrokenPipeError) as exc:
+            raise _translate(exc, path) from exc
 
     async def _deadline(self, aw: Awaitable[T], path: bytes) -> T:
         """Asyncio side: ``aw`` within the per-operation deadline, ETIMEDOUT after it."""
@@ -330,7 +325,7 @@ class SftpVFS:
                     raise _translate(exc, path) from exc
             raise AssertionError("unreachable")
 
-        return await self._bridge.run(guarded())
+        return await guarded()
 
     # -- asyncio-side probes used to explain FX_FAILURE -------------------------------
 
@@ -624,10 +619,7 @@ class SftpVFS:
         )
 
     async def close(self) -> None:
-        async def action() -> None:
-            self._sftp.exit()
-
         try:
-            await self._bridge.run(action())
+            self._sftp.exit()
         except Exception:  # closing is best effort
             log.debug("closing the SFTP session failed", exc_info=True)

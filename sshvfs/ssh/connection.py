@@ -1,7 +1,7 @@
 """The SSH connection: options -> a transport (OpenSSH or asyncssh), host key policy,
 clear errors, exec and SFTP.
 
-Everything here runs on the asyncio loop owned by :class:`sshvfs.ssh.bridge.Bridge`.
+Everything here runs on the mount's one asyncio loop (see :meth:`sshvfs.mount.Mount.run`).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ rc file); when it cannot, :attr:`ExecLister.available` turns False and callers u
 :class:`DirLister` picks SFTP or exec per directory, as the pure :class:`ListingPolicy`
 says (auto mode: how a directory is known to be huge before listing it).
 
-Everything runs on the asyncio loop of :class:`sshvfs.ssh.bridge.Bridge`. Commands are
+Everything runs on the mount's one asyncio loop. Commands are
 sent as bytes (asyncssh passes them through unencoded), so non-UTF-8 paths survive.
 """
 

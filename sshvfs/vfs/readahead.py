@@ -1,7 +1,7 @@
 """ReadAhead: one open file's reads, with a prefetch pipeline on sequential access.
 
-Lives on the asyncio side: :meth:`ReadAhead.read` is awaited inside the one crossing a FUSE
-read makes, so a read served from prefetched data costs no extra round trip.
+Lives on the mount's loop: :meth:`ReadAhead.read` is awaited inside the handler of a FUSE
+read, so a read served from prefetched data costs no extra round trip.
 
 - **Sequential detection.** A read that starts where the previous one ended (or inside the
   data already asked for) is sequential. The first such read starts a *run*; every further

@@ -14,6 +14,7 @@ from sshvfs import gcpause
 
 @pytest.fixture(autouse=True)
 def collector_on() -> Iterator[None]:
+    gcpause._pause.resume()  # a pause an earlier test's loop left behind when it closed
     gc.enable()
     yield
     gcpause._pause.resume()

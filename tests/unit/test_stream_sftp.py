@@ -10,7 +10,6 @@ import pytest
 
 from sshvfs.config import MountOptions, Target
 from sshvfs.sftp.vfs import SftpVFS
-from sshvfs.ssh.bridge import Bridge
 from sshvfs.ssh.connection import connect
 from sshvfs.transfers import Transfers
 
@@ -21,18 +20,15 @@ MiB = 1 << 20
 
 @pytest.fixture
 async def vfs(sshd: Sshd, workdir: str) -> AsyncIterator[tuple[SftpVFS, Transfers, str]]:
-    bridge = Bridge()
-    bridge.start()
     opts = MountOptions(
         port=sshd.port, identity_files=[sshd.client_key], known_hosts=sshd.known_hosts
     )
-    conn = await bridge.run(connect(Target("127.0.0.1", sshd.user, os.fsencode(workdir)), opts))
+    conn = await connect(Target("127.0.0.1", sshd.user, os.fsencode(workdir)), opts)
     transfers = Transfers()
     try:
-        yield SftpVFS(bridge, conn.sftp, conn.root, transfers=transfers), transfers, workdir
+        yield SftpVFS(conn.sftp, conn.root, transfers=transfers), transfers, workdir
     finally:
-        await bridge.run(conn.close())
-        bridge.close()
+        await conn.close()
 
 
 async def test_transfers_follow_each_handle(vfs: tuple[SftpVFS, Transfers, str]) -> None:

@@ -84,7 +84,7 @@ def test_overlapping_writes_land_in_order() -> None:
 
 
 def test_a_started_write_leaves_before_anything_queued_after_it() -> None:
-    """The fast path: ``start`` from a loop callback, then another crossing's request."""
+    """The fast path: ``start`` from a loop callback, then the next request's task."""
     remote = FakeRemote()
     wb = WriteBehind(remote.send, BLOCK, limit=8 * BLOCK)
 
@@ -92,10 +92,8 @@ def test_a_started_write_leaves_before_anything_queued_after_it() -> None:
         remote.sent.append((-1, 0))  # a request sent at this task's first step
 
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        loop.call_soon_threadsafe(wb.start, 0, bytes(2500))  # what a caller on another thread does
-        crossing = asyncio.run_coroutine_threadsafe(stat(), loop)  # the next call
-        await asyncio.wrap_future(crossing)
+        wb.start(0, bytes(2500))  # a handler starts the write and answers
+        await asyncio.get_running_loop().create_task(stat())  # the next request's handler
         await wb.drain()
 
     run(main())

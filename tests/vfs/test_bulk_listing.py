@@ -25,11 +25,11 @@ import pytest
 
 from sshvfs.config import MountOptions, Target
 from sshvfs.sftp.vfs import SftpVFS
-from sshvfs.ssh.bridge import Bridge
 from sshvfs.ssh.connection import connect
 from sshvfs.ssh.demo import DemoServer
 from sshvfs.vfs.types import Entry
 
+from ..loopthread import LoopThread
 from ..sshd import Sshd, find_sshd
 
 CANARY = f"sshvfs-canary-{os.getpid()}".encode()
@@ -102,8 +102,7 @@ def _openssh(server: Sshd) -> Endpoint:
 
 @contextlib.contextmanager
 def _demo(allow_exec: bool) -> Iterator[Endpoint]:
-    loop = Bridge("demo-server")
-    loop.start()
+    loop = LoopThread("demo-server")
     server = DemoServer("/", allow_exec=allow_exec)
     try:
         ep = loop.call(server.start(), 30)
@@ -185,25 +184,19 @@ async def open_vfs(
     sessions: int = 2,
     warm_up: bool = False,
 ) -> AsyncIterator[SftpVFS]:
-    bridge = Bridge()
-    bridge.start()
+    conn = await connect(Target(ep.host, ep.user, root), ep.options())
     try:
-        conn = await bridge.run(connect(Target(ep.host, ep.user, root), ep.options()))
-        try:
-            yield SftpVFS(
-                bridge,
-                conn.sftp,
-                conn.root,
-                exec_conn=conn.conn,
-                listing=listing,
-                listing_threshold=threshold,
-                exec_sessions=sessions,
-                warm_up=warm_up,
-            )
-        finally:
-            await bridge.run(conn.close())
+        yield SftpVFS(
+            conn.sftp,
+            conn.root,
+            exec_conn=conn.conn,
+            listing=listing,
+            listing_threshold=threshold,
+            exec_sessions=sessions,
+            warm_up=warm_up,
+        )
     finally:
-        bridge.close()
+        await conn.close()
 
 
 # --------------------------------------------------------------------------- trees

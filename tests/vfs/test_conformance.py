@@ -13,7 +13,6 @@ import pytest
 
 from sshvfs.config import MountOptions, Target
 from sshvfs.sftp.vfs import SftpVFS
-from sshvfs.ssh.bridge import Bridge
 from sshvfs.ssh.connection import connect
 from sshvfs.vfs.local import LocalVFS
 from sshvfs.vfs.types import VFS, FileType
@@ -32,17 +31,14 @@ def _local(root: str, sshd: Sshd) -> Callable[[], AsyncIterator[VFS]]:
 
 def _sftp(root: str, sshd: Sshd) -> Callable[[], AsyncIterator[VFS]]:
     async def make() -> AsyncIterator[VFS]:
-        bridge = Bridge()
-        bridge.start()
         opts = MountOptions(
             port=sshd.port, identity_files=[sshd.client_key], known_hosts=sshd.known_hosts
         )
-        conn = await bridge.run(connect(Target("127.0.0.1", sshd.user, os.fsencode(root)), opts))
+        conn = await connect(Target("127.0.0.1", sshd.user, os.fsencode(root)), opts)
         try:
-            yield SftpVFS(bridge, conn.sftp, conn.root)
+            yield SftpVFS(conn.sftp, conn.root)
         finally:
-            await bridge.run(conn.close())
-            bridge.close()
+            await conn.close()
 
     return make
 
