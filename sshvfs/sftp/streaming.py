@@ -17,8 +17,8 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..ssh.cork import Cork, socket_of
 from ..transfers import Transfers
+from ..transport.cork import Cork, socket_of
 from ..vfs.budget import ByteBudget
 from ..vfs.readahead import ReadAhead
 from ..vfs.writeorder import WriteOrder

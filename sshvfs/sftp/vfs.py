@@ -21,10 +21,10 @@ from typing import Any, TypeVar
 import asyncssh
 
 from ..errors import fs_error
-from ..ssh.connection import Connection
-from ..ssh.lister import DEFAULT_SESSIONS, DirLister, ExecLister, ListingPolicy
-from ..ssh.session import Session
+from ..execlist.lister import DEFAULT_SESSIONS, DirLister, ExecLister, ListingPolicy
 from ..transfers import Transfers
+from ..transport.connection import Connection
+from ..transport.session import Session
 from ..vfs.types import Attrs, Entry, StatFs, VFSFile
 from .streaming import Streaming
 
@@ -172,7 +172,7 @@ class SftpVFS:
     ) -> None:
         """``exec_conn`` (the connection ``sftp`` runs on) enables bulk listing over the
         exec channel; ``listing``/``listing_threshold`` choose when (see
-        :class:`sshvfs.ssh.lister.ListingPolicy`); ``exec_sessions`` bounds its channels;
+        :class:`sshvfs.execlist.lister.ListingPolicy`); ``exec_sessions`` bounds its channels;
         ``warm_up`` probes the exec channel now, in the background, so that the first
         huge listing does not wait for a remote shell to start.
 

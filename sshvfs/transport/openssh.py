@@ -180,7 +180,7 @@ class ExecResult:
 
 class ExecProcess:
     """A remote command over the master, shaped like the asyncssh process that
-    :class:`sshvfs.ssh.shell.RemoteShell` drives (stdin/stdout/stderr streams, close)."""
+    :class:`sshvfs.execlist.shell.RemoteShell` drives (stdin/stdout/stderr streams, close)."""
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdin and proc.stdout and proc.stderr

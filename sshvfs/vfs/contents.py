@@ -4,8 +4,8 @@ A walk that reads files (grep -r, cp -r, git status re-hashing what it stat'ed) 
 OPEN and a READ round trip per file, serially: 2 x RTT a file across a WAN. When a walk's
 tree was prefetched (:mod:`sshvfs.vfs.treeprefetch`) and a file in it is opened, the small
 files of that tree come in one exec-channel command (``find | tar`` into a server-side
-temporary file, then sent framed by its length: see :func:`contents_command`) and land
-here. A later read-only open of one of them is answered from memory, with no round trip.
+temporary file, then sent framed by its length: see :mod:`sshvfs.execlist.archive`) and
+land here. A later read-only open of one of them is answered from memory, with no round trip.
 
 Bounds (README, "Caching"):
 - only regular files readable by the remote user (``find -readable``), at most
@@ -23,15 +23,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import errno
-import io
 import logging
 import os
 import stat as _stat
-import tarfile
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from .bulk import quote
 from .types import Attrs, join, split
 
 if TYPE_CHECKING:
@@ -49,96 +46,6 @@ MAX_BYTES = 64 * 1024 * 1024
 READ_WALK = 4
 #: ... within this many seconds
 READ_WALK_WINDOW = 2.0
-
-
-def contents_command(
-    remote_dir: bytes, max_file: int = MAX_FILE, max_files: int = MAX_FILES
-) -> bytes:
-    """The sh command line that prints ``STATUS LENGTH\\0`` then a tar archive of LENGTH
-    bytes with the small readable regular files under ``remote_dir`` (absolute), paths
-    relative to it. STATUS is tar's exit status (0: every file read whole and unchanged).
-    Runs in a subshell: the long-lived shell's directory stays where it was."""
-    if not remote_dir.startswith(b"/"):
-        raise ValueError(f"remote directory must be an absolute path: {remote_dir!r}")
-    size = str(max_file + 1).encode()  # find -size -Nc: fewer than N bytes
-    count = str(max_files).encode()
-    return (
-        b"(t=$(mktemp) || exit 1; r=1; cd -- "
-        + quote(remote_dir)
-        + b" && { LC_ALL=C find . -type f -readable -size -"
-        + size
-        + b"c -print0 | head -z -n "
-        + count
-        + b' | LC_ALL=C tar --null --no-recursion -T - -cf "$t" 2>/dev/null; r=$?; };'
-        + b""" printf '%s %s\\0' "$r" "$(wc -c < "$t")"; cat -- "$t"; rm -f -- "$t";"""
-        + b' [ "$r" = 0 ])'
-    )
-
-
-class ContentParser:
-    """Parses :func:`contents_command`'s framed output in a long-lived shell (the
-    :class:`~sshvfs.ssh.shell.RemoteShell` parser protocol: ``feed`` and ``exit_status``)."""
-
-    def __init__(self, limit: int = MAX_FILE * MAX_FILES + (1 << 20)) -> None:
-        self._limit = limit
-        self._buf = bytearray()
-        self._header: tuple[int, int] | None = None
-        self.archive: bytes | None = None
-        self.tar_status: int | None = None
-        self.exit_status: int | None = None
-
-    def feed(self, chunk: bytes) -> list[object]:
-        self._buf += chunk
-        if self._header is None:
-            cut = self._buf.find(b"\0")
-            if cut < 0:
-                if len(self._buf) > 64:
-                    raise ValueError("contents: no header")
-                return []
-            try:
-                status, length = (int(x) for x in bytes(self._buf[:cut]).split())
-            except ValueError as exc:
-                raise ValueError(f"contents: bad header {bytes(self._buf[:cut])[:40]!r}") from exc
-            if length > self._limit:
-                raise ValueError(f"contents: archive of {length} bytes is over the limit")
-            self._header = (status, length)
-            del self._buf[: cut + 1]
-        status, length = self._header
-        if self.archive is None:
-            if len(self._buf) < length:
-                return []
-            self.archive = bytes(self._buf[:length])
-            self.tar_status = status
-            del self._buf[:length]
-        # the shell's end record: \0 STATUS \0 x9 / \0
-        if len(self._buf) >= 2 and self._buf.endswith(b"/\0"):
-            body = bytes(self._buf)
-            if not body.startswith(b"\0") or body[-11:-2] != b"\0" * 9:
-                raise ValueError(f"contents: bad end record {body[:40]!r}")
-            self.exit_status = int(body[1:-11])
-        elif len(self._buf) > 32:
-            raise ValueError("contents: trailing bytes after the archive")
-        return []
-
-
-def parse_archive(archive: bytes) -> dict[bytes, tuple[int, bytes]]:
-    """``{relative path: (mtime seconds, data)}`` of the regular files in a tar archive."""
-    out: dict[bytes, tuple[int, bytes]] = {}
-    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:
-        for member in tar:
-            if not member.isreg():
-                continue
-            name = os.fsencode(member.name)
-            while name.startswith(b"./"):
-                name = name[2:]
-            f = tar.extractfile(member)
-            if f is None or not name:
-                continue
-            data = f.read()
-            if len(data) != member.size:
-                raise ValueError(f"contents: {name!r} is short in the archive")
-            out[name] = (int(member.mtime), data)
-    return out
 
 
 class _Copy:

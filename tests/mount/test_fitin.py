@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sshvfs import cli
+from sshvfs.app import cli
 
 from ..mounting import ROOT, force_unmount, is_mounted, mounted, sshvfs_command
 from ..sshd import Sshd

@@ -1,4 +1,4 @@
-"""sshvfs.vfs.bulk: quoting, find command lines run through a real local sh, parsing."""
+"""sshvfs.execlist.commands: quoting, find command lines run through a real local sh, parsing."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from sshvfs.ssh import lister
-from sshvfs.vfs import bulk
-from sshvfs.vfs import listingparser as lp
-from sshvfs.vfs.bulk import (
+from sshvfs.execlist import commands as bulk
+from sshvfs.execlist import lister
+from sshvfs.execlist import parser as lp
+from sshvfs.execlist.commands import (
     FIND_FORMAT,
     BulkCommandError,
     BulkParseError,
@@ -31,6 +31,7 @@ from sshvfs.vfs.bulk import (
     tree_command,
 )
 from sshvfs.vfs.types import Entry
+from sshvfs.vfs.walks import WalkDetector
 
 pytestmark = pytest.mark.skipif(shutil.which("find") is None, reason="needs find")
 
@@ -716,7 +717,7 @@ def test_estimated_entries() -> None:
 
 
 def test_walk_detector_finds_a_depth_first_walk() -> None:
-    walk = bulk.WalkDetector(min_dirs=3, window=2.0, cooldown=30.0)
+    walk = WalkDetector(min_dirs=3, window=2.0, cooldown=30.0)
     assert walk.listed(b"/src", 0.0) is None
     assert walk.listed(b"/src/a", 0.1) is None
     assert walk.listed(b"/src/a/x", 0.2) == b"/src"
@@ -727,7 +728,7 @@ def test_walk_detector_finds_a_depth_first_walk() -> None:
 
 
 def test_walk_detector_long_walks_stay_one_walk() -> None:
-    walk = bulk.WalkDetector(min_dirs=4, window=1.0, cooldown=5.0)
+    walk = WalkDetector(min_dirs=4, window=1.0, cooldown=5.0)
     assert walk.listed(b"/", 0.0) is None
     assert walk.listed(b"/a", 0.5) is None
     assert walk.listed(b"/a/deep", 1.4) is None  # listing below /a keeps / alive too
@@ -735,13 +736,13 @@ def test_walk_detector_long_walks_stay_one_walk() -> None:
 
 
 def test_walk_detector_ignores_unrelated_and_slow_listings() -> None:
-    walk = bulk.WalkDetector(min_dirs=3, window=2.0)
+    walk = WalkDetector(min_dirs=3, window=2.0)
     assert walk.listed(b"/a", 0.0) is None
     assert walk.listed(b"/b", 0.1) is None
     assert walk.listed(b"/c", 0.2) is None  # siblings listed one by one: no common walk
     assert walk.listed(b"/a", 0.3) is None  # a re-listing is not a new directory
     assert walk.listed(b"/a", 0.4) is None
-    slow = bulk.WalkDetector(min_dirs=3, window=1.0)
+    slow = WalkDetector(min_dirs=3, window=1.0)
     assert slow.listed(b"/p", 0.0) is None
     assert slow.listed(b"/p/q", 2.0) is None  # its parent's listing expired: a new walk
     assert slow.listed(b"/p/q/r", 2.5) is None
@@ -749,7 +750,7 @@ def test_walk_detector_ignores_unrelated_and_slow_listings() -> None:
 
 
 def test_walk_detector_cooldown_and_bounds() -> None:
-    walk = bulk.WalkDetector(min_dirs=2, window=10.0, cooldown=5.0, max_tracked=3)
+    walk = WalkDetector(min_dirs=2, window=10.0, cooldown=5.0, max_tracked=3)
     assert walk.listed(b"/t", 0.0) is None
     assert walk.listed(b"/t/1", 0.1) == b"/t"
     assert walk.listed(b"/t", 1.0) is None
@@ -760,7 +761,7 @@ def test_walk_detector_cooldown_and_bounds() -> None:
     assert walk.listed(b"/t", 20.0) is None
     assert walk.listed(b"/t/3", 20.1) == b"/t"  # cooled down: reported again
     with pytest.raises(ValueError):
-        bulk.WalkDetector(min_dirs=1)
+        WalkDetector(min_dirs=1)
 
 
 def test_group_tree() -> None:

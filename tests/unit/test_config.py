@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from sshvfs import cli, mounthelper
+from sshvfs.app import cli, mounthelper
 from sshvfs.config import (
     IGNORED,
     OPTIONS,
@@ -20,7 +20,7 @@ from sshvfs.config import (
 )
 from sshvfs.errors import UserError
 from sshvfs.fuse.ownership import IDENTITY, Ownership
-from sshvfs.ssh.connection import connect_kwargs
+from sshvfs.transport.connection import connect_kwargs
 from sshvfs.unsupported import UNSUPPORTED
 
 

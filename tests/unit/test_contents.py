@@ -9,9 +9,12 @@ import tarfile
 
 import pytest
 
-from sshvfs.vfs.bulk import end_record
-from sshvfs.vfs.contents import ContentCache, ContentParser, contents_command, parse_archive
+from sshvfs.execlist.archive import ContentParser, archive_limit, contents_command, parse_archive
+from sshvfs.execlist.commands import end_record
+from sshvfs.vfs.contents import MAX_FILE, MAX_FILES, ContentCache
 from sshvfs.vfs.types import Attrs
+
+LIMIT = archive_limit(MAX_FILE, MAX_FILES)
 
 
 def _archive(files: dict[str, tuple[int, bytes]]) -> bytes:
@@ -34,7 +37,7 @@ def test_parser_reads_the_frame_in_any_chunks() -> None:
     archive = _archive(files)
     stream = b"0 %d\0" % len(archive) + archive + end_record(0)
     for step in (1, 7, 512, len(stream)):
-        parser = ContentParser()
+        parser = ContentParser(LIMIT)
         for i in range(0, len(stream), step):
             parser.feed(stream[i : i + step])
         assert parser.exit_status == 0 and parser.tar_status == 0
@@ -45,10 +48,10 @@ def test_parser_reads_the_frame_in_any_chunks() -> None:
 
 def test_parser_refuses_garbage() -> None:
     with pytest.raises(ValueError):
-        ContentParser().feed(b"x" * 100)
+        ContentParser(LIMIT).feed(b"x" * 100)
     with pytest.raises(ValueError):
         ContentParser(limit=10).feed(b"0 11\0")
-    parser = ContentParser()
+    parser = ContentParser(LIMIT)
     with pytest.raises(ValueError):
         parser.feed(b"0 0\0" + b"junk" * 10)
 
@@ -83,7 +86,7 @@ def test_the_command_runs_in_sh_and_frames_a_tar(tmp_path: object) -> None:
         capture_output=True,
         check=True,
     ).stdout
-    parser = ContentParser()
+    parser = ContentParser(LIMIT)
     parser.feed(out)
     assert parser.exit_status == 0 and parser.archive is not None
     got = parse_archive(parser.archive)

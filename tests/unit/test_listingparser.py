@@ -1,4 +1,4 @@
-"""sshvfs.vfs.listingparser: the C fast path against the Python parser, on the same bytes.
+"""sshvfs.execlist.parser: the C fast path against the Python parser, on the same bytes.
 
 The C path may decline anything (the Python parser then takes the bytes), but what it
 accepts it must convert exactly as Python does: these tests generate records near every
@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sshvfs.vfs import listingparser as lp
-from sshvfs.vfs.listingparser import BulkParseError, ListingParser
+from sshvfs.execlist import parser as lp
+from sshvfs.execlist.parser import BulkParseError, ListingParser
 from sshvfs.vfs.types import Attrs, Entry
 
 pytestmark = pytest.mark.skipif(not lp.native(), reason="the C parser is not built")

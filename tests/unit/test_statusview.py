@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from sshvfs import cli, statusview
-from sshvfs.statusview import RateMeter, bar, human_bytes, human_duration, render
+from sshvfs.app import cli, statusview
+from sshvfs.app.statusview import RateMeter, bar, human_bytes, human_duration, render
 
 MiB = 1024 * 1024
 

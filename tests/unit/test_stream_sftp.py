@@ -10,8 +10,8 @@ import pytest
 
 from sshvfs.config import MountOptions, Target
 from sshvfs.sftp.vfs import SftpVFS
-from sshvfs.ssh.connection import connect
 from sshvfs.transfers import Transfers
+from sshvfs.transport.connection import connect
 
 from ..sshd import Sshd
 

@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
-from sshvfs.ssh.cork import Cork
 from sshvfs.transfers import Transfers
+from sshvfs.transport.cork import Cork
 from sshvfs.vfs.budget import ByteBudget
 from sshvfs.vfs.writebehind import WriteBehind
 

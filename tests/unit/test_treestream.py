@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import stat
 
-from sshvfs.vfs.treestream import TreeStream
+from sshvfs.execlist.treestream import TreeStream
 from sshvfs.vfs.types import Attrs, Entry
 
 

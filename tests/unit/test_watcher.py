@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
-from sshvfs.ssh import watcher as w
-from sshvfs.ssh.watcher import RemoteWatcher
+from sshvfs.watch import watcher as w
+from sshvfs.watch.watcher import RemoteWatcher
 
 
 class Clock:

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from sshvfs.ssh.watchremote import (
+from sshvfs.execlist.commands import end_record
+from sshvfs.vfs.types import Change
+from sshvfs.watch.remote import (
     RecordParser,
     batch_commands,
     driver_command,
@@ -28,8 +30,6 @@ from sshvfs.ssh.watchremote import (
     take_records,
     workdir_command,
 )
-from sshvfs.vfs.bulk import end_record
-from sshvfs.vfs.types import Change
 
 
 def sh(command: bytes) -> bytes:

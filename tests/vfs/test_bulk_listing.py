@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 import pytest
 
+from sshvfs.app.demoserver import DemoServer
 from sshvfs.config import MountOptions, Target
 from sshvfs.sftp.vfs import SftpVFS
-from sshvfs.ssh.connection import connect
-from sshvfs.ssh.demo import DemoServer
+from sshvfs.transport.connection import connect
 from sshvfs.vfs.types import Entry
 
 from ..loopthread import LoopThread

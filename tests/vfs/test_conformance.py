@@ -13,7 +13,7 @@ import pytest
 
 from sshvfs.config import MountOptions, Target
 from sshvfs.sftp.vfs import SftpVFS
-from sshvfs.ssh.connection import connect
+from sshvfs.transport.connection import connect
 from sshvfs.vfs.local import LocalVFS
 from sshvfs.vfs.types import VFS, FileType
 

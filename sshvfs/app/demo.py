@@ -10,9 +10,9 @@ import sys
 import tempfile
 import threading
 
-from .config import MountOptions, Target, apply_options
+from ..config import MountOptions, Target, apply_options
+from .demoserver import DemoServer
 from .mount import Mount, check_mountpoint, unmount
-from .ssh.demo import DemoServer
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Directory listings with ONE command on the SSH exec channel, and when to use them.
 
 OpenSSH answers SFTP READDIR with at most 100 names a reply; :class:`ExecLister` runs the
-:mod:`sshvfs.vfs.bulk` ``find`` command instead, in a long-lived remote shell
-(:mod:`sshvfs.ssh.shell`), parsing its output as it streams in. Whether the server can do
+:mod:`sshvfs.execlist.commands` ``find`` command instead, in a long-lived remote shell
+(:mod:`sshvfs.execlist.shell`), parsing its output as it streams in. Whether the server can do
 it at all is probed once per connection (exec allowed, sh, GNU find with -printf, a quiet
 rc file); when it cannot, :attr:`ExecLister.available` turns False and callers use SFTP.
 :class:`DirLister` picks SFTP or exec per directory, as the pure :class:`ListingPolicy`
@@ -24,7 +24,9 @@ from typing import Any, cast
 
 import asyncssh
 
-from ..vfs.bulk import (
+from ..vfs.types import Entry, listing_progress, tree_progress
+from .archive import ContentParser, archive_limit, contents_command, parse_archive
+from .commands import (
     BulkCommandError,
     ListingParser,
     error_from_exit,
@@ -33,11 +35,9 @@ from ..vfs.bulk import (
     probe_command,
     tree_command,
 )
-from ..vfs.contents import ContentParser, contents_command, parse_archive
-from ..vfs.listingparser import native
-from ..vfs.treestream import TreeStream
-from ..vfs.types import Entry, listing_progress, tree_progress
+from .parser import native
 from .shell import RemoteShell, ShellClosed
+from .treestream import TreeStream
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class ExecUnavailable(BulkCommandError):
 
 class ExecLister:
     """Bulk listings over one SSH connection's exec channel, through a small pool of
-    long-lived :class:`~sshvfs.ssh.shell.RemoteShell` (at most ``sessions`` channels; idle
+    long-lived :class:`~sshvfs.execlist.shell.RemoteShell` (at most ``sessions`` channels; idle
     ones beyond the first are closed after ``idle_timeout`` seconds).
 
     ``time_resolution_ns`` floors the times find reports (nanoseconds) to what the SFTP
@@ -397,7 +397,7 @@ class ExecLister:
         on_batch: Callable[[list[tuple[bytes, Entry]]], None] | None = None,
     ) -> list[tuple[bytes, Entry]] | None:
         """``(relative path, Entry)`` for the whole subtree, in pre-order (see
-        :mod:`sshvfs.vfs.treestream`); None when it holds more than ``max_entries`` entries.
+        :mod:`sshvfs.execlist.treestream`); None when it holds more than ``max_entries`` entries.
         ``on_batch`` gets the records as they are parsed. Errors as :meth:`listing`."""
         async with self._tree_slot:
             return await self._run(tree_command(remote_dir), remote_dir, max_entries, on_batch)
@@ -407,7 +407,7 @@ class ExecLister:
     ) -> dict[bytes, tuple[int, bytes]] | None:
         """The small readable files under ``remote_dir``: ``{relative path: (mtime seconds,
         data)}``, or None when tar could not read every one of them whole and unchanged."""
-        parser = ContentParser()
+        parser = ContentParser(archive_limit(max_file, max_files))
         command = contents_command(remote_dir, max_file, max_files)
         try:
             await self._run(command, remote_dir, None, None, parser)
@@ -442,7 +442,7 @@ def group_tree(path: bytes, records: list[tuple[bytes, Entry]]) -> dict[bytes, l
 
 class DirLister:
     """Lists directories by SFTP READDIR or by one exec command, as a
-    :class:`~sshvfs.vfs.bulk.ListingPolicy` says; falls back to SFTP whenever exec cannot
+    :class:`~sshvfs.execlist.commands.ListingPolicy` says; falls back to SFTP whenever exec cannot
     answer (asyncio side). ``to_entry`` turns an SFTP name into an Entry (None for . ..).
     """
 

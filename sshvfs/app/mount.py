@@ -15,22 +15,22 @@ from dataclasses import dataclass, field
 import pyfuse3
 import pyfuse3.asyncio
 
-from . import __version__
-from .config import MountOptions, Target
-from .errors import UserError
-from .fuse import fdwait
-from .fuse.control import ControlState
-from .fuse.dirstreams import kernel_cache_supported
-from .fuse.operations import Operations, Timeouts
-from .fuse.ownership import Ownership
-from .sftp.vfs import SftpVFS
-from .ssh.connection import Connection
-from .ssh.session import Session
-from .ssh.watcher import LOSS_SLACK, RemoteWatcher
-from .transfers import Transfers
-from .vfs.cached import CachingVFS
-from .vfs.symlinks import FollowSymlinksVFS
-from .vfs.types import VFS, Change, Entry
+from .. import __version__
+from ..config import MountOptions, Target
+from ..errors import UserError
+from ..fuse import fdwait
+from ..fuse.control import ControlState
+from ..fuse.dirstreams import kernel_cache_supported
+from ..fuse.operations import Operations, Timeouts
+from ..fuse.ownership import Ownership
+from ..sftp.vfs import SftpVFS
+from ..transfers import Transfers
+from ..transport.connection import Connection
+from ..transport.session import Session
+from ..vfs.cached import CachingVFS
+from ..vfs.symlinks import FollowSymlinksVFS
+from ..vfs.types import VFS, Change, Entry
+from ..watch.watcher import LOSS_SLACK, RemoteWatcher
 
 log = logging.getLogger(__name__)
 

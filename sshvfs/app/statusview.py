@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from .errors import UserError
+from ..errors import UserError
 
 #: ANSI: cursor to the start of the line N lines up / clear to the end of the screen
 _UP = "\x1b[{}F"

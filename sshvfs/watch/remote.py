@@ -1,8 +1,8 @@
 """The remote side of the watcher: the sh commands it runs and the parsers of their output.
 
 Everything here is pure (bytes in, bytes or records out) and unit-tested on captured
-output. :mod:`sshvfs.ssh.watcher` runs these commands: the short ones through the exec
-lister's long-lived shells (framed by :func:`sshvfs.vfs.bulk.end_command`), the inotify
+output. :mod:`sshvfs.watch.watcher` runs these commands: the short ones through the exec
+lister's long-lived shells (framed by :func:`sshvfs.execlist.commands.end_command`), the inotify
 *driver* as its own exec channel.
 
 The remote work directory (``mktemp -d``) holds the watched directories' lists, one file
@@ -18,7 +18,7 @@ Change records are NUL-terminated on every stream:
 
 from __future__ import annotations
 
-from ..vfs.bulk import quote
+from ..execlist.commands import quote
 from ..vfs.types import Change
 
 #: inotify events that change what the mount shows (not access, open or close_nowrite)
@@ -242,7 +242,7 @@ def parse_scan(record: bytes, root: bytes, watched: set[bytes] | frozenset[bytes
 
 class RecordParser:
     """Parses a short command's NUL-terminated records in a long-lived shell (the
-    :class:`~sshvfs.ssh.shell.RemoteShell` parser protocol: ``feed`` and ``exit_status``);
+    :class:`~sshvfs.execlist.shell.RemoteShell` parser protocol: ``feed`` and ``exit_status``);
     the records are kept in :attr:`records`, up to ``limit`` bytes of them."""
 
     def __init__(self, limit: int = 256 * 1024 * 1024) -> None:

@@ -1,5 +1,5 @@
-/* The fast path of sshvfs.vfs.listingparser: GNU find -printf records (see
- * sshvfs.vfs.bulk.FIND_FORMAT) turned into (path, Entry) pairs in one pass over the bytes,
+/* The fast path of sshvfs.execlist.parser: GNU find -printf records (see
+ * sshvfs.execlist.commands.FIND_FORMAT) turned into (path, Entry) pairs in one pass over the bytes,
  * with no intermediate bytes object per field.
  *
  * parse(data, start, resolution, Entry, Attrs) -> (pairs, end) | None
@@ -333,7 +333,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_findrecords", "C fast path of sshvfs.vfs.listingparser", -1, methods,
+    PyModuleDef_HEAD_INIT, "_findrecords", "C fast path of sshvfs.execlist.parser", -1, methods,
 };
 
 PyMODINIT_FUNC

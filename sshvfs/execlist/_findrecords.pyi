@@ -1,4 +1,4 @@
-from sshvfs.vfs.types import Attrs, Entry
+from ..vfs.types import Attrs, Entry
 
 def parse(
     data: bytes, start: int, resolution: int, entry: type[Entry], attrs: type[Attrs], /

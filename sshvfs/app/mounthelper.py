@@ -22,8 +22,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from ..errors import UserError
 from . import warnroute
-from .errors import UserError
 
 TYPES = ("fuse.sshvfs", "sshvfs", "fuse")
 
@@ -77,7 +77,7 @@ def run(argv: Sequence[str], prog: str = "mount.sshvfs") -> int:
         print(f"{prog}: sshvfs {' '.join(command)}", file=sys.stderr)
     if args.fake:
         # everything a real mount would check first, and nothing more
-        from .config import parse_target
+        from ..config import parse_target
         from .mount import check_mountpoint
 
         cli.parse_mount_options(cli.mount_parser().parse_args(command))

@@ -11,7 +11,7 @@ anywhere. Three ways through a chunk, each exact for what it accepts:
 - :func:`_fast_batch`: whole records at once, column by column in C builtins;
 - :func:`_parse_record`: record by record, the reference, raising the precise error.
 
-The command lines that produce this output are in :mod:`sshvfs.vfs.bulk`.
+The command lines that produce this output are in :mod:`sshvfs.execlist.commands`.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ import stat
 from collections.abc import Sequence
 from types import ModuleType
 
-from sshvfs import gcpause
-from sshvfs.vfs.types import Attrs, Entry
+from .. import gcpause
+from ..vfs.types import Attrs, Entry
 
 _native: ModuleType | None
 try:
-    from sshvfs.vfs import _findrecords
+    from . import _findrecords
 
     _native = _findrecords
 except ImportError:  # no compiler at install time: the Python parser does it all

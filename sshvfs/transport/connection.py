@@ -1,7 +1,7 @@
 """The SSH connection: options -> a transport (OpenSSH or asyncssh), host key policy,
 clear errors, exec and SFTP.
 
-Everything here runs on the mount's one asyncio loop (see :meth:`sshvfs.mount.Mount.run`).
+Everything here runs on the mount's one asyncio loop (see :meth:`sshvfs.app.mount.Mount.run`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import asyncssh
 
 from ..config import MountOptions, Target
 from ..errors import UserError
-from ..transport import openssh, sftppipe
+from . import openssh, sftppipe
 
 log = logging.getLogger(__name__)
 

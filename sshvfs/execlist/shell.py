@@ -4,7 +4,7 @@ Starting a command over SSH costs a channel, a fork and the login shell's rc fil
 measured here 100-600 ms a command (root's .bashrc runs ``pyenv init``; conda and nvm do
 the like). A command written to a shell that is already running costs one round trip.
 Each command's output is framed so the shell stays usable from one command to the next:
-stdout ends with :func:`sshvfs.vfs.bulk.end_command`'s end record (the exit status),
+stdout ends with :func:`sshvfs.execlist.commands.end_command`'s end record (the exit status),
 stderr with a line holding a random token. The login shell only runs ``exec sh -s``, so
 the commands always meet a POSIX sh, whatever the login shell is.
 
@@ -23,8 +23,8 @@ from typing import cast
 
 import asyncssh
 
-from ..vfs.bulk import PROBE_OUTPUT, ListingParser, end_command, end_record, probe_command
 from ..vfs.types import Entry
+from .commands import PROBE_OUTPUT, ListingParser, end_command, end_record, probe_command
 
 log = logging.getLogger(__name__)
 

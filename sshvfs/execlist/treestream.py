@@ -1,6 +1,6 @@
 """TreeStream: the directories of a tree listing that are complete while the rest arrives.
 
-A tree listing (``find DIR -mindepth 1``, see :func:`sshvfs.vfs.bulk.tree_command`) comes
+A tree listing (``find DIR -mindepth 1``, see :func:`sshvfs.execlist.commands.tree_command`) comes
 in pre-order: a directory's entry, then its contents, each subdirectory's contents right
 after the subdirectory's own entry. So once a record is not inside directory D, D's own
 listing is complete, and a walk waiting for it (a cold ``find``) can have it while the
@@ -11,12 +11,12 @@ entry at all is held back (find prints an unreadable directory's entry and then 
 inside it, so empty and unreadable look alike until the command's exit status says), and
 a record that breaks the order (its parent already handed out) marks that parent
 ``broken``: what was handed out for it must be dropped again. The full listing at the end
-(:func:`sshvfs.ssh.lister.group_tree`) stays the authority.
+(:func:`sshvfs.execlist.lister.group_tree`) stays the authority.
 """
 
 from __future__ import annotations
 
-from .types import Entry
+from ..vfs.types import Entry
 
 
 class TreeStream:

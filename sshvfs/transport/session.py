@@ -1,6 +1,6 @@
 """The session: the current SSH connection, and getting a new one when it is lost.
 
-A :class:`Session` owns one :class:`~sshvfs.ssh.connection.Connection` at a time. When
+A :class:`Session` owns one :class:`~sshvfs.transport.connection.Connection` at a time. When
 asyncssh reports the connection lost (a dead peer, a missed keepalive, a killed sshd), the
 session reconnects in the background with exponential backoff; callers that need the
 connection meanwhile :meth:`wait` for it, bounded by their own deadline, and never hang.

@@ -5,7 +5,7 @@ in), most recent last, at most ``max_dirs``: each new one is watched within abou
 trip of its first use. Two modes, over the exec channel:
 
 - ``inotify``: one *driver* per connection (an exec channel running
-  :func:`~sshvfs.ssh.watchremote.driver_command`) runs an ``inotifywait -m`` per batch of
+  :func:`~sshvfs.watch.remote.driver_command`) runs an ``inotifywait -m`` per batch of
   directories and streams their events. A batch's directories are scanned once its watches
   stand (a *catch-up*: what changed since the mount first used them), after which the
   watcher *vouches* for them: a name missing from their cached listing is missing. When
@@ -31,9 +31,9 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
+from ..execlist.lister import ExecLister
 from ..vfs.types import Change, Entry
-from .lister import ExecLister
-from .watchremote import (
+from .remote import (
     RecordParser,
     batch_commands,
     cleanup_command,

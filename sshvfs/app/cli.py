@@ -14,10 +14,11 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from . import __version__, warnroute
-from .config import OPTIONS, MountOptions, apply_options, parse_target
-from .errors import UserError
-from .unsupported import UNSUPPORTED
+from .. import __version__
+from ..config import OPTIONS, MountOptions, apply_options, parse_target
+from ..errors import UserError
+from ..unsupported import UNSUPPORTED
+from . import warnroute
 
 log = logging.getLogger("sshvfs")
 
@@ -351,7 +352,7 @@ def cmd_follow(argv: Sequence[str]) -> int:
         help="only trust OSC 7, never guess the directory from the prompt",
     )
     args = p.parse_args(own)
-    from .follow.pty import follow
+    from ..follow.pty import follow
 
     return follow(args.mountpoint, command, prompt_fallback=not args.no_prompt_fallback)
 
@@ -361,7 +362,7 @@ def cmd_cwd(argv: Sequence[str]) -> int:
     p.add_argument("mountpoint")
     p.add_argument("--watch", action="store_true", help="print each change until interrupted")
     args = p.parse_args(argv)
-    from .follow.pty import watch_cwd
+    from ..follow.pty import watch_cwd
 
     return watch_cwd(args.mountpoint, args.watch)
 
@@ -374,7 +375,7 @@ def cmd_shell_hook(argv: Sequence[str]) -> int:
     )
     p.add_argument("shell", help="bash, zsh or fish")
     args = p.parse_args(argv)
-    from .follow.hooks import hook_text
+    from ..follow.hooks import hook_text
 
     try:
         sys.stdout.write(hook_text(args.shell))
