@@ -25,7 +25,13 @@ from typing import Any, cast
 import asyncssh
 
 from ..vfs.types import Entry, listing_progress, tree_progress
-from .archive import ContentParser, archive_limit, contents_command, parse_archive
+from .archive import (
+    ContentParser,
+    archive_limit,
+    contents_command,
+    file_command,
+    parse_archive,
+)
 from .commands import (
     BulkCommandError,
     ListingParser,
@@ -407,17 +413,35 @@ class ExecLister:
     ) -> dict[bytes, tuple[int, bytes]] | None:
         """The small readable files under ``remote_dir``: ``{relative path: (mtime seconds,
         data)}``, or None when tar could not read every one of them whole and unchanged."""
-        parser = ContentParser(archive_limit(max_file, max_files))
         command = contents_command(remote_dir, max_file, max_files)
+        archive = await self._archive(command, remote_dir, archive_limit(max_file, max_files))
+        return None if archive is None else parse_archive(archive)
+
+    @property
+    def idle(self) -> bool:
+        """Would a command start now, in a shell already running (no start-up, no queue)?"""
+        return bool(self._available and self._idle and not self._slots.locked())
+
+    async def file_contents(self, remote: bytes, max_file: int) -> tuple[int, bytes] | None:
+        """One small readable regular file: ``(mtime seconds, data)``, or None when it is
+        not one (any more), or tar could not read it whole and unchanged."""
+        archive = await self._archive(file_command(remote), remote, archive_limit(max_file, 1))
+        if archive is None:
+            return None
+        found = parse_archive(archive).get(remote.rpartition(b"/")[2])
+        return found if found is not None and len(found[1]) <= max_file else None
+
+    async def _archive(self, command: bytes, path: bytes, limit: int) -> bytes | None:
+        """The tar archive an :mod:`~sshvfs.execlist.archive` command sends, None unless
+        tar read every file whole and unchanged."""
+        parser = ContentParser(limit)
         try:
-            await self._run(command, remote_dir, None, None, parser)
+            await self._run(command, path, None, None, parser)
         except OSError as exc:
             if parser.archive is None:
                 raise
-            log.debug("content fetch of %r: %s", remote_dir, exc)
-        if parser.archive is None or parser.tar_status != 0:
-            return None
-        return parse_archive(parser.archive)
+            log.debug("content fetch of %r: %s", path, exc)
+        return parser.archive if parser.tar_status == 0 else None
 
 
 def unusable(exc: OSError) -> bool:

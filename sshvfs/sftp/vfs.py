@@ -618,6 +618,17 @@ class SftpVFS:
             path, lambda: bulk.contents(remote, max_file, max_files), other_channel=True
         )
 
+    async def file_contents(self, path: bytes, max_file: int) -> tuple[int, bytes] | None:
+        """A small file's ``(mtime seconds, data)`` in one exec command, when a remote shell
+        is idle now (never queued behind a listing); None when not, or not such a file."""
+        bulk = self._listings.bulk
+        if bulk is None or not bulk.idle:
+            return None
+        remote = self.remote(path)
+        return await self._op(
+            path, lambda: bulk.file_contents(remote, max_file), other_channel=True
+        )
+
     async def close(self) -> None:
         try:
             self._sftp.exit()

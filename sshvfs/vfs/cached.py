@@ -477,6 +477,10 @@ class CachingVFS:
             if memory is not None:
                 self.stats.hits += 1
                 return memory
+            memory = await self.contents.fetch_one(path, known)
+            if memory is not None:
+                self.contents.missed(path)
+                return memory
         file = await self.inner.open(path, flags, mode)
         if reading:
             self.contents.missed(path)

@@ -213,6 +213,35 @@ class ContentPrefetcher:
             return None
         return MemoryFile(path, data, attrs, self._set_by_path)
 
+    async def fetch_one(self, path: bytes, attrs: Attrs) -> MemoryFile | None:
+        """A read-only open of a small file across a link, answered with one exec command
+        instead of an SFTP OPEN and READ (two round trips), when a remote shell is idle.
+        The copy serves this open only if it matches ``attrs`` (what the mount presents);
+        None (open as usual) on anything else: a failure, a file that is not small and
+        readable, a change through the mount meanwhile."""
+        if not (
+            self.enabled
+            and _stat.S_ISREG(attrs.mode)
+            and attrs.size <= MAX_FILE
+            and self._across_link()
+        ):
+            return None
+        fetch = getattr(self._cache.inner, "file_contents", None)
+        if fetch is None:
+            return None
+        generation = self._cache._generation(path)
+        since = self._timer()
+        try:
+            found = await fetch(path, MAX_FILE)
+        except Exception as exc:  # the SFTP open says what is wrong, if anything
+            log.debug("content fetch of %s failed: %s", os.fsdecode(path), exc)
+            return None
+        if found is None or self._cache._generation(path) != generation:
+            return None
+        parent, name = split(path)
+        self.copies.put_many(parent, {name: found}, since)
+        return self.file(path, attrs)
+
     async def _set_by_path(
         self, path: bytes, mode: int | None, times: tuple[int, int] | None
     ) -> None:

@@ -42,10 +42,9 @@ def linked(sshd: Sshd, workdir: str) -> Iterator[tuple[Relay, str, str]]:
         relay.stop()
 
 
-def test_lookups_in_an_unlisted_directory_share_one_listing(
-    linked: tuple[Relay, str, str],
-) -> None:
-    relay, remote, mnt = linked
+def _two_dirs(remote: str, mnt: str) -> list[str]:
+    """warm/ and src/ with 20 small files each; the mount learns the link's round trip
+    (statting in warm/) and has its remote shell ready. The names."""
     for d in ("warm", "src"):
         os.makedirs(os.path.join(remote, d))
     names = [f"f{i:02d}" for i in range(20)]
@@ -53,7 +52,6 @@ def test_lookups_in_an_unlisted_directory_share_one_listing(
         for d in ("warm", "src"):
             with open(os.path.join(remote, d, name), "w") as f:
                 f.write(name)
-    # the mount learns the link's round trip and has its remote shell ready
     deadline = time.monotonic() + 30
     n = 0
     while not status(mnt)["listing"]["lists_for_lookups"]:  # type: ignore[index]
@@ -61,6 +59,14 @@ def test_lookups_in_an_unlisted_directory_share_one_listing(
         os.stat(os.path.join(mnt, "warm", names[n % len(names)]))
         n += 1
         time.sleep(0.05)
+    return names
+
+
+def test_lookups_in_an_unlisted_directory_share_one_listing(
+    linked: tuple[Relay, str, str],
+) -> None:
+    relay, remote, mnt = linked
+    names = _two_dirs(remote, mnt)
     before = relay.count()
     for name in names:
         assert os.stat(os.path.join(mnt, "src", name)).st_size == 3
@@ -70,3 +76,26 @@ def test_lookups_in_an_unlisted_directory_share_one_listing(
     # (the lookup of src itself, then f00's LSTAT with src's listing: 20 without it)
     assert relay.count() - before <= 4, (relay.count() - before, status(mnt)["listing"])
     assert cache_counts(mnt)["lookup_listings"] >= 1
+
+
+def test_a_small_file_opened_across_a_link_comes_in_one_round_trip(
+    linked: tuple[Relay, str, str],
+) -> None:
+    """An editor opening one file: one exec command (a round trip) instead of an SFTP OPEN
+    and READ (two), the same bytes; a file changed on the server since the mount learnt
+    its attributes is not served from what the command brought unless they match."""
+    relay, remote, mnt = linked
+    names = _two_dirs(remote, mnt)
+    for name in names[:3]:
+        os.stat(os.path.join(mnt, "src", name))  # looked up (with src's listing)
+    time.sleep(0.2)  # the shell that listed src is idle again
+    before = relay.count()
+    with open(os.path.join(mnt, "src", names[0]), "rb") as f:
+        assert f.read() == names[0].encode()
+    assert relay.count() - before <= 1, (relay.count() - before, status(mnt)["cache"])
+    # changed on the server, same size (the attributes the mount holds still say 3 bytes)
+    with open(os.path.join(remote, "src", names[1]), "w") as f:
+        f.write("NEW")
+    os.utime(os.path.join(remote, "src", names[1]), (1, 1))
+    with open(os.path.join(mnt, "src", names[1]), "rb") as f:
+        assert f.read() == b"NEW"  # what SFTP would read now: the mtime did not match

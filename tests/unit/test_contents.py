@@ -9,7 +9,13 @@ import tarfile
 
 import pytest
 
-from sshvfs.execlist.archive import ContentParser, archive_limit, contents_command, parse_archive
+from sshvfs.execlist.archive import (
+    ContentParser,
+    archive_limit,
+    contents_command,
+    file_command,
+    parse_archive,
+)
 from sshvfs.execlist.commands import end_record
 from sshvfs.vfs.contents import MAX_FILE, MAX_FILES, ContentCache
 from sshvfs.vfs.types import Attrs
@@ -29,6 +35,17 @@ def _archive(files: dict[str, tuple[int, bytes]]) -> bytes:
 
 def _attrs(size: int, mtime_s: int, mode: int = stat.S_IFREG | 0o644) -> Attrs:
     return Attrs(mode, size, 0, 0, 1, mtime_s * 10**9, mtime_s * 10**9)
+
+
+def _run_framed(cmd: bytes) -> ContentParser:
+    out = subprocess.run(
+        ["sh", "-c", cmd + b"; printf '\\0%s\\0\\0\\0\\0\\0\\0\\0\\0\\0/\\0' $?"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    parser = ContentParser(LIMIT)
+    parser.feed(out)
+    return parser
 
 
 def test_parser_reads_the_frame_in_any_chunks() -> None:
@@ -80,18 +97,32 @@ def test_the_command_runs_in_sh_and_frames_a_tar(tmp_path: object) -> None:
         f.write(b"data")
     with open(os.path.join(root, "big"), "wb") as f:
         f.write(b"x" * 200)
-    cmd = contents_command(os.fsencode(root), max_file=100, max_files=10)
-    out = subprocess.run(
-        ["sh", "-c", cmd + b"; printf '\\0%s\\0\\0\\0\\0\\0\\0\\0\\0\\0/\\0' $?"],
-        capture_output=True,
-        check=True,
-    ).stdout
-    parser = ContentParser(LIMIT)
-    parser.feed(out)
+    parser = _run_framed(contents_command(os.fsencode(root), max_file=100, max_files=10))
     assert parser.exit_status == 0 and parser.archive is not None
     got = parse_archive(parser.archive)
     assert set(got) == {b"s p'ace/f"} and got[b"s p'ace/f"][1] == b"data"
     assert os.getcwd() != root
+
+
+def test_the_one_file_command_sends_that_file_and_nothing_else(tmp_path: object) -> None:
+    import os
+
+    root = os.fsencode(str(tmp_path))
+    os.makedirs(root + b"/d")
+    for name, data in ((b"it's \n odd", b"one"), (b"other", b"two"), (b"d/inner", b"three")):
+        with open(root + b"/" + name, "wb") as f:
+            f.write(data)
+    parser = _run_framed(file_command(root + b"/it's \n odd"))
+    assert parser.exit_status == 0 and parser.tar_status == 0 and parser.archive is not None
+    got = parse_archive(parser.archive)
+    assert list(got) == [b"it's \n odd"] and got[b"it's \n odd"][1] == b"one"
+    assert got[b"it's \n odd"][0] == int(os.stat(root + b"/it's \n odd").st_mtime)
+    # a directory is archived alone (no recursion), and keeps no regular file
+    parser = _run_framed(file_command(root + b"/d"))
+    assert parser.archive is not None and parse_archive(parser.archive) == {}
+    # a missing file: tar fails, the frame says so
+    parser = _run_framed(file_command(root + b"/missing"))
+    assert parser.tar_status not in (None, 0) and parser.exit_status != 0
 
 
 class _Backend:
@@ -116,6 +147,8 @@ class _Cache:
         self.inner = inner
         self.prefetched = prefetched
         self.walks: list[bytes] = []
+        #: changes through the mount, by path (what the cache's generations count)
+        self.changes: dict[bytes, int] = {}
 
     def prefetched_root(self, path: bytes, ttl: float) -> bytes | None:
         return self.prefetched
@@ -126,6 +159,55 @@ class _Cache:
 
     def generation_snapshot(self) -> object:
         return lambda path: True
+
+    def _generation(self, path: bytes) -> tuple[int, int]:
+        return (0, self.changes.get(path, 0))
+
+
+class _OneFileBackend(_Backend):
+    def __init__(self, across_link: bool, data: bytes, mtime_s: int = 7) -> None:
+        super().__init__(across_link)
+        self.data, self.mtime_s = data, mtime_s
+        self.asked: list[bytes] = []
+        self.cache: _Cache | None = None
+        self.change_meanwhile = False
+
+    async def file_contents(self, path: bytes, max_file: int) -> tuple[int, bytes] | None:
+        self.asked.append(path)
+        if self.change_meanwhile and self.cache is not None:
+            self.cache.changes = {path: 1}  # a write through the mount while it was on the way
+        return (self.mtime_s, self.data)
+
+
+@pytest.mark.parametrize(
+    "case", ["served", "on loopback", "big", "not a file", "changed remotely", "changed here"]
+)
+async def test_a_small_file_opened_across_a_link_comes_in_one_command(case: str) -> None:
+    """An open that would cost an SFTP OPEN and READ (two round trips) costs one exec
+    command, across a link only, for a small regular file, and only while what came back
+    matches the attributes the mount presents and nothing changed it through the mount."""
+    from sshvfs.vfs.contents import MAX_FILE, ContentPrefetcher
+
+    backend = _OneFileBackend(case != "on loopback", b"x" * 10)
+    cache = _Cache(backend)
+    backend.cache = cache
+    backend.change_meanwhile = case == "changed here"
+    prefetcher = ContentPrefetcher(cache, lambda: 100.0, ttl=30)  # type: ignore[arg-type]
+    attrs = _attrs(10, 7)
+    if case == "big":
+        attrs = _attrs(MAX_FILE + 1, 7)
+    elif case == "not a file":
+        attrs = _attrs(10, 7, stat.S_IFLNK | 0o777)
+    elif case == "changed remotely":
+        backend.mtime_s = 8  # the server's file is newer than what the mount presents
+    f = await prefetcher.fetch_one(b"/r/f", attrs)
+    if case == "served":
+        assert f is not None and await f.read(0, 100) == b"x" * 10
+        assert await f.fstat() == attrs
+        return
+    assert f is None
+    asked = case in ("changed remotely", "changed here")
+    assert backend.asked == ([b"/r/f"] if asked else [])
 
 
 @pytest.mark.parametrize("across_link", [True, False])
