@@ -34,14 +34,20 @@ def contents_command(remote_dir: bytes, max_file: int, max_files: int) -> bytes:
 
 
 def file_command(remote_path: bytes) -> bytes:
-    """:func:`contents_command` for one file (absolute path): the archive holds its entry,
-    named by its base name, whatever it is (a reader keeps regular files only)."""
+    """The command that sends one file (absolute path) as a bare tar stream, named by its
+    base name, whatever it is (a reader keeps regular files only): ONE process (no
+    subshell, no temporary file), so that on a link of a millisecond it still costs about
+    a round trip. Blocking factor 1: the stream ends right after its two zero blocks (see
+    :class:`FileParser`); the command's exit status is tar's."""
     parent, _, name = remote_path.rpartition(b"/")
-    if not name:
-        raise ValueError(f"not a file path: {remote_path!r}")
-    return _framed(
-        parent or b"/",
-        b'LC_ALL=C tar --no-recursion -cf "$t" -- ' + quote(b"./" + name) + b" 2>/dev/null",
+    if not name or not remote_path.startswith(b"/"):
+        raise ValueError(f"not an absolute file path: {remote_path!r}")
+    return (
+        b"LC_ALL=C tar -b 1 --no-recursion -C "
+        + quote(parent or b"/")
+        + b" -cf - -- "
+        + quote(b"./" + name)
+        + b" 2>/dev/null"
     )
 
 
@@ -97,15 +103,73 @@ class ContentParser:
             self.archive = bytes(self._buf[:length])
             self.tar_status = status
             del self._buf[:length]
-        # the shell's end record: \0 STATUS \0 x9 / \0
-        if len(self._buf) >= 2 and self._buf.endswith(b"/\0"):
-            body = bytes(self._buf)
-            if not body.startswith(b"\0") or body[-11:-2] != b"\0" * 9:
-                raise ValueError(f"contents: bad end record {body[:40]!r}")
-            self.exit_status = int(body[1:-11])
-        elif len(self._buf) > 32:
-            raise ValueError("contents: trailing bytes after the archive")
+        self.exit_status = _end_record(self._buf)
         return []
+
+
+def _end_record(rest: bytearray) -> int | None:
+    """The shell's end record (``\\0 STATUS \\0 x9 / \\0``) that ``rest`` holds, once
+    whole: its status; None while it is still coming."""
+    if len(rest) >= 2 and rest.endswith(b"/\0"):
+        body = bytes(rest)
+        if not body.startswith(b"\0") or body[-11:-2] != b"\0" * 9:
+            raise ValueError(f"contents: bad end record {body[:40]!r}")
+        return int(body[1:-11])
+    if len(rest) > 32:
+        raise ValueError("contents: trailing bytes after the archive")
+    return None
+
+
+_ZERO_BLOCK = bytes(512)
+
+
+class FileParser:
+    """Parses :func:`file_command`'s output: a tar stream of 512-byte blocks, each header
+    followed by its data blocks, ended by two zero blocks; then the shell's end record.
+    When tar could not even start there is no stream: the end record comes alone."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._buf = bytearray()
+        self._next = 0  # offset of the next header block
+        self.archive: bytes | None = None
+        self.tar_status: int | None = None
+        self.exit_status: int | None = None
+
+    def feed(self, chunk: bytes) -> list[object]:
+        self._buf += chunk
+        if self.archive is None and not self._stream():
+            return []
+        self.exit_status = _end_record(self._buf)
+        if self.exit_status is not None:
+            self.tar_status = self.exit_status
+        return []
+
+    def _stream(self) -> bool:
+        """Walk the blocks that came; True once the stream (or its absence) is known."""
+        buf = self._buf
+        while True:
+            if self._next > self._limit:
+                raise ValueError("contents: archive over the limit")
+            block = buf[self._next : self._next + 512]
+            if len(block) < 512:
+                if self._next == 0 and buf[:1] == b"\0" and buf.endswith(b"/\0"):
+                    return True  # no stream, only the end record (a header is never 0-led)
+                return False
+            if block == _ZERO_BLOCK:
+                if len(buf) < self._next + 1024:
+                    return False
+                if buf[self._next + 512 : self._next + 1024] != _ZERO_BLOCK:
+                    raise ValueError("contents: a zero block inside the archive")
+                end = self._next + 1024
+                self.archive = bytes(buf[:end])
+                del buf[:end]
+                return True
+            try:
+                size = int(bytes(block[124:136]).strip(b" \0") or b"0", 8)
+            except ValueError as exc:
+                raise ValueError("contents: a bad tar header") from exc
+            self._next += 512 + -(-size // 512) * 512
 
 
 def parse_archive(archive: bytes) -> dict[bytes, tuple[int, bytes]]:

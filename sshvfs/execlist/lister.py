@@ -27,6 +27,7 @@ import asyncssh
 from ..vfs.types import Entry, listing_progress, tree_progress
 from .archive import (
     ContentParser,
+    FileParser,
     archive_limit,
     contents_command,
     file_command,
@@ -414,7 +415,8 @@ class ExecLister:
         """The small readable files under ``remote_dir``: ``{relative path: (mtime seconds,
         data)}``, or None when tar could not read every one of them whole and unchanged."""
         command = contents_command(remote_dir, max_file, max_files)
-        archive = await self._archive(command, remote_dir, archive_limit(max_file, max_files))
+        parser = ContentParser(archive_limit(max_file, max_files))
+        archive = await self._archive(command, remote_dir, parser)
         return None if archive is None else parse_archive(archive)
 
     @property
@@ -425,16 +427,18 @@ class ExecLister:
     async def file_contents(self, remote: bytes, max_file: int) -> tuple[int, bytes] | None:
         """One small readable regular file: ``(mtime seconds, data)``, or None when it is
         not one (any more), or tar could not read it whole and unchanged."""
-        archive = await self._archive(file_command(remote), remote, archive_limit(max_file, 1))
+        parser = FileParser(archive_limit(max_file, 1))
+        archive = await self._archive(file_command(remote), remote, parser)
         if archive is None:
             return None
         found = parse_archive(archive).get(remote.rpartition(b"/")[2])
         return found if found is not None and len(found[1]) <= max_file else None
 
-    async def _archive(self, command: bytes, path: bytes, limit: int) -> bytes | None:
-        """The tar archive an :mod:`~sshvfs.execlist.archive` command sends, None unless
-        tar read every file whole and unchanged."""
-        parser = ContentParser(limit)
+    async def _archive(
+        self, command: bytes, path: bytes, parser: ContentParser | FileParser
+    ) -> bytes | None:
+        """The tar archive an :mod:`~sshvfs.execlist.archive` command sends (read by
+        ``parser``), None unless tar read every file whole and unchanged."""
         try:
             await self._run(command, path, None, None, parser)
         except OSError as exc:

@@ -11,6 +11,7 @@ import pytest
 
 from sshvfs.execlist.archive import (
     ContentParser,
+    FileParser,
     archive_limit,
     contents_command,
     file_command,
@@ -37,14 +38,18 @@ def _attrs(size: int, mtime_s: int, mode: int = stat.S_IFREG | 0o644) -> Attrs:
     return Attrs(mode, size, 0, 0, 1, mtime_s * 10**9, mtime_s * 10**9)
 
 
-def _run_framed(cmd: bytes) -> ContentParser:
-    out = subprocess.run(
+def _shell_output(cmd: bytes) -> bytes:
+    """What ``cmd`` prints in the long-lived shell: its output, then the end record."""
+    return subprocess.run(
         ["sh", "-c", cmd + b"; printf '\\0%s\\0\\0\\0\\0\\0\\0\\0\\0\\0/\\0' $?"],
         capture_output=True,
         check=True,
     ).stdout
+
+
+def _run_framed(cmd: bytes) -> ContentParser:
     parser = ContentParser(LIMIT)
-    parser.feed(out)
+    parser.feed(_shell_output(cmd))
     return parser
 
 
@@ -104,25 +109,38 @@ def test_the_command_runs_in_sh_and_frames_a_tar(tmp_path: object) -> None:
     assert os.getcwd() != root
 
 
-def test_the_one_file_command_sends_that_file_and_nothing_else(tmp_path: object) -> None:
+def _run_file(cmd: bytes, chunk: int) -> FileParser:
+    out = _shell_output(cmd)
+    parser = FileParser(LIMIT)
+    for i in range(0, len(out), chunk):
+        parser.feed(out[i : i + chunk])
+    return parser
+
+
+@pytest.mark.parametrize("chunk", [1, 100, 512, 1 << 20])
+def test_the_one_file_command_sends_that_file_and_nothing_else(
+    tmp_path: object, chunk: int
+) -> None:
     import os
 
     root = os.fsencode(str(tmp_path))
     os.makedirs(root + b"/d")
-    for name, data in ((b"it's \n odd", b"one"), (b"other", b"two"), (b"d/inner", b"three")):
+    odd = b"it's \n odd " + b"x" * 120  # a GNU long name: a header block of its own
+    for name, data in ((odd, b"one" * 300), (b"other", b"two"), (b"d/inner", b"three")):
         with open(root + b"/" + name, "wb") as f:
             f.write(data)
-    parser = _run_framed(file_command(root + b"/it's \n odd"))
+    parser = _run_file(file_command(root + b"/" + odd), chunk)
     assert parser.exit_status == 0 and parser.tar_status == 0 and parser.archive is not None
     got = parse_archive(parser.archive)
-    assert list(got) == [b"it's \n odd"] and got[b"it's \n odd"][1] == b"one"
-    assert got[b"it's \n odd"][0] == int(os.stat(root + b"/it's \n odd").st_mtime)
+    assert list(got) == [odd] and got[odd][1] == b"one" * 300
+    assert got[odd][0] == int(os.stat(root + b"/" + odd).st_mtime)
     # a directory is archived alone (no recursion), and keeps no regular file
-    parser = _run_framed(file_command(root + b"/d"))
+    parser = _run_file(file_command(root + b"/d"), chunk)
     assert parser.archive is not None and parse_archive(parser.archive) == {}
-    # a missing file: tar fails, the frame says so
-    parser = _run_framed(file_command(root + b"/missing"))
-    assert parser.tar_status not in (None, 0) and parser.exit_status != 0
+    # a missing file, a missing directory: tar fails, with or without an (empty) stream
+    for missing in (root + b"/missing", root + b"/nodir/f"):
+        parser = _run_file(file_command(missing), chunk)
+        assert parser.exit_status not in (None, 0) and parser.tar_status == parser.exit_status
 
 
 class _Backend:
