@@ -422,7 +422,11 @@ class ExecLister:
     @property
     def idle(self) -> bool:
         """Would a command start now, in a shell already running (no start-up, no queue)?"""
-        return bool(self._available and self._idle and not self._slots.locked())
+        return bool(
+            self._available
+            and not self._slots.locked()
+            and any(not shell.closed for shell in self._idle)
+        )
 
     async def file_contents(self, remote: bytes, max_file: int) -> tuple[int, bytes] | None:
         """One small readable regular file: ``(mtime seconds, data)``, or None when it is
