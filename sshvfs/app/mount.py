@@ -13,21 +13,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pyfuse3
-import pyfuse3.asyncio
 
 from .. import __version__
 from ..config import MountOptions, Target
 from ..errors import UserError
-from ..fuse import fdwait
+from ..fuse.compat.features import kernel_cache_supported, serve_on_asyncio
 from ..fuse.control import ControlState
-from ..fuse.dirstreams import kernel_cache_supported
 from ..fuse.operations import Operations, Timeouts
 from ..fuse.ownership import Ownership
 from ..sftp.vfs import SftpVFS
 from ..transfers import Transfers
 from ..transport.connection import Connection
 from ..transport.session import Session
-from ..vfs.cached import CachingVFS
+from ..vfs.cache.cached import CachingVFS
 from ..vfs.symlinks import FollowSymlinksVFS
 from ..vfs.types import VFS, Change, Entry
 from ..watch.watcher import LOSS_SLACK, RemoteWatcher
@@ -318,8 +316,7 @@ class Mount:
         """Mount, call ``on_ready``, serve until unmounted or signalled, then unmount.
 
         The connection stays open: :meth:`shutdown` ends it."""
-        pyfuse3.asyncio.enable()  # FUSE requests are served on this asyncio loop
-        fdwait.install()
+        serve_on_asyncio()  # FUSE requests are served on this asyncio loop
         ops = await self.build_operations()
         await self._wait_for_exec_lister()
         try:

@@ -1,5 +1,5 @@
 """The exec-channel command that sends the small files under a directory as one tar
-archive, and its parsers (the bulk fetch of :mod:`sshvfs.vfs.contents`)."""
+archive, and its parsers (the bulk fetch of :mod:`sshvfs.vfs.cache.contents`)."""
 
 from __future__ import annotations
 

@@ -22,12 +22,10 @@ import pyfuse3
 
 from ..vfs.types import VFS, Attrs, Entry, join
 from . import control as ctl
+from .compat.features import READDIR_REPLY_STAT
 from .dirstreams import DirHandle, DirStreams, cookie
 from .inodes import InodeTable
 from .notify import notify_in_thread
-
-#: readdirplus entry from an attributes tuple, when pyfuse3 carries the sshvfs patch
-_REPLY_STAT: Callable[..., bool] | None = getattr(pyfuse3, "readdir_reply_stat", None)
 
 #: entries a directory stream builds ahead of the READDIR that will want them (one reply
 #: of the kernel's 128 KiB holds ~780 of them)
@@ -155,7 +153,12 @@ class DirServer:
         start = max(start - DOTS, 0)  # from here on an index into the entries
         ready = handle.ready
         parent, lookup, entry = self.inodes.get(parent_ino), self.inodes.lookup_in, self.entry
-        reply, template, shown, serial = _REPLY_STAT, self._template, self.shown, handle.serial
+        reply, template, shown, serial = (
+            READDIR_REPLY_STAT,
+            self._template,
+            self.shown,
+            handle.serial,
+        )
         delivered = 0
         while True:
             for index in range(start, len(entries)):
@@ -200,8 +203,8 @@ class DirServer:
             ino = node.ino if position == 0 else (node.parent or node).ino
             name = b"." if position == 0 else b".."
             offset = cookie(handle.serial, position)
-            if _REPLY_STAT is not None:
-                fits = _REPLY_STAT(token, name, self._template, ino, attrs, offset)
+            if READDIR_REPLY_STAT is not None:
+                fits = READDIR_REPLY_STAT(token, name, self._template, ino, attrs, offset)
             else:
                 fits = pyfuse3.readdir_reply(token, name, self.entry(ino, attrs), offset)
             if not fits:

@@ -27,8 +27,6 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import pyfuse3
-
 from ..vfs.types import Entry, listing_progress
 from .inodes import Node
 
@@ -40,18 +38,6 @@ _INDEX_BITS = 32
 _INDEX_MASK = (1 << _INDEX_BITS) - 1
 #: serials stay below 2**31 so that every cookie fits a signed 64-bit off_t
 _SERIAL_LIMIT = 1 << 31
-
-
-def kernel_cache_supported() -> bool:
-    """True when pyfuse3 passes the inode to a handle-less READDIR and the kernel knows
-    no_opendir (Linux 5.1+)."""
-    if not getattr(pyfuse3, "READDIR_INODE_WITHOUT_HANDLE", False):
-        return False
-    try:
-        major, minor = (int(x) for x in os.uname().release.split(".")[:2])
-    except ValueError:
-        return False
-    return (major, minor) >= (5, 1)
 
 
 #: snapshots still arriving (a reference keeps their tasks alive)

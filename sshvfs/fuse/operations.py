@@ -23,6 +23,7 @@ import pyfuse3
 
 from ..vfs.types import VFS, Attrs, Change, VFSFile, join
 from . import control as ctl
+from .compat.features import NOFLUSH
 from .dirserver import DirServer
 from .inodes import ROOT_INODE, InodeTable, Node
 from .notify import change_targets, notify_in_thread
@@ -36,8 +37,6 @@ S = TypeVar("S")
 
 #: what stat(2) reports as the preferred I/O size: large, so cp and friends use big buffers
 BLKSIZE = 128 * 1024
-#: our pyfuse3 patch's FileInfo.noflush (scripts/pyfuse3); a stock pyfuse3 has none
-NOFLUSH = bool(getattr(pyfuse3, "NOFLUSH", False))
 NAME_MAX = 255
 
 

@@ -1,7 +1,7 @@
 """SftpFile: one open remote file, streamed.
 
-Reads go through a :class:`~sshvfs.vfs.readahead.ReadAhead`, writes through a
-:class:`~sshvfs.vfs.writebehind.WriteBehind`, both on the asyncio side; the mount-wide
+Reads go through a :class:`~sshvfs.vfs.stream.readahead.ReadAhead`, writes through a
+:class:`~sshvfs.vfs.stream.writebehind.WriteBehind`, both on the asyncio side; the mount-wide
 bounds and coherence live in :class:`~sshvfs.sftp.streaming.Streaming`. Errors are translated
 by :mod:`sshvfs.sftp.vfs`'s one mapping.
 """
@@ -20,9 +20,9 @@ import asyncssh
 
 from ..errors import fs_error
 from ..transfers import Direction, Transfer
-from ..vfs.readahead import ReadAhead
+from ..vfs.stream.readahead import ReadAhead
+from ..vfs.stream.writebehind import WriteBehind, retrieve
 from ..vfs.types import Attrs
-from ..vfs.writebehind import WriteBehind, retrieve
 from .streaming import Streaming
 from .vfs import _LOST, _attrs, _pflags, _translate, setstat_attrs
 

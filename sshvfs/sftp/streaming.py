@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 
 from ..transfers import Transfers
 from ..transport.cork import Cork, socket_of
-from ..vfs.budget import ByteBudget
-from ..vfs.readahead import ReadAhead
-from ..vfs.writeorder import WriteOrder
+from ..vfs.stream.budget import ByteBudget
+from ..vfs.stream.readahead import ReadAhead
+from ..vfs.stream.writeorder import WriteOrder
 
 if TYPE_CHECKING:
     import asyncssh

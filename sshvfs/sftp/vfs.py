@@ -295,7 +295,7 @@ class SftpVFS:
         waited out (a reconnect, bounded by the deadline) and the action runs once more.
         Every write answered before the call is on the SFTP channel ahead of the action's
         requests, or answered by the server when the action may use ``other_channel`` (the
-        exec channel): see :class:`~sshvfs.vfs.writeorder.WriteOrder`."""
+        exec channel): see :class:`~sshvfs.vfs.stream.writeorder.WriteOrder`."""
         order = self._streaming.order
 
         async def attempt() -> T:
@@ -608,7 +608,7 @@ class SftpVFS:
         self, path: bytes, max_file: int, max_files: int
     ) -> dict[bytes, tuple[int, bytes]] | None:
         """The small files under ``path`` in one exec command (see
-        :mod:`sshvfs.vfs.contents`); None when exec is unavailable or a file would not
+        :mod:`sshvfs.vfs.cache.contents`); None when exec is unavailable or a file would not
         come whole."""
         bulk = self._listings.bulk
         if bulk is None:

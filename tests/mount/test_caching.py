@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from sshvfs.vfs.cached import MADE_WINDOW
+from sshvfs.vfs.cache.cached import MADE_WINDOW
 
 from ..mounting import ROOT, MountProcess
 from .test_posix import fresh

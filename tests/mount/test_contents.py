@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from sshvfs.vfs.contents import MAX_FILE
+from sshvfs.vfs.cache.contents import MAX_FILE
 
 from ..mounting import MountProcess
 from .test_caching import cache_counts, status, touch_invalidate

@@ -30,8 +30,8 @@ from sshvfs.execlist.commands import (
     quote,
     tree_command,
 )
+from sshvfs.vfs.cache.walks import WalkDetector
 from sshvfs.vfs.types import Entry
-from sshvfs.vfs.walks import WalkDetector
 
 pytestmark = pytest.mark.skipif(shutil.which("find") is None, reason="needs find")
 

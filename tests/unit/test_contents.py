@@ -18,7 +18,7 @@ from sshvfs.execlist.archive import (
     parse_archive,
 )
 from sshvfs.execlist.commands import end_record
-from sshvfs.vfs.contents import MAX_FILE, MAX_FILES, ContentCache
+from sshvfs.vfs.cache.contents import MAX_FILE, MAX_FILES, ContentCache
 from sshvfs.vfs.types import Attrs
 
 LIMIT = archive_limit(MAX_FILE, MAX_FILES)
@@ -204,7 +204,7 @@ async def test_a_small_file_opened_across_a_link_comes_in_one_command(case: str)
     """An open that would cost an SFTP OPEN and READ (two round trips) costs one exec
     command, across a link only, for a small regular file, and only while what came back
     matches the attributes the mount presents and nothing changed it through the mount."""
-    from sshvfs.vfs.contents import MAX_FILE, ContentPrefetcher
+    from sshvfs.vfs.cache.contents import MAX_FILE, ContentPrefetcher
 
     backend = _OneFileBackend(case != "on loopback", b"x" * 10)
     cache = _Cache(backend)
@@ -236,7 +236,7 @@ async def test_under_a_tree_too_big_a_directory_is_fetched_alone_only_across_a_l
     cost more: at a round trip of a LAN or loopback, the opens go one by one instead."""
     import asyncio
 
-    from sshvfs.vfs.contents import ContentPrefetcher
+    from sshvfs.vfs.cache.contents import ContentPrefetcher
 
     backend = _Backend(across_link)
     prefetcher = ContentPrefetcher(_Cache(backend), lambda: 100.0, ttl=30)  # type: ignore[arg-type]
@@ -257,7 +257,7 @@ async def test_a_walk_of_reads_across_a_link_prefetches_its_trees_listings(
     its listings too (they answer the walk's lookups, the names missing included)."""
     import asyncio
 
-    from sshvfs.vfs.contents import READ_WALK, ContentPrefetcher
+    from sshvfs.vfs.cache.contents import READ_WALK, ContentPrefetcher
 
     backend = _Backend(across_link)
     cache = _Cache(backend, prefetched=None)

@@ -1,4 +1,4 @@
-"""FUSE fd waits (sshvfs.fuse.fdwait) on a pipe standing in for /dev/fuse: a request that
+"""FUSE fd waits (sshvfs.fuse.compat.fdwait) on a pipe standing in for /dev/fuse: a request that
 follows the last reply closely is polled for, never at the cost of the loop's other I/O."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sshvfs.fuse import fdwait
+from sshvfs.fuse.compat import fdwait
 
 
 @pytest.fixture

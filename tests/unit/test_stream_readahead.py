@@ -9,8 +9,8 @@ import random
 
 import pytest
 
-from sshvfs.vfs.budget import ByteBudget
-from sshvfs.vfs.readahead import ReadAhead
+from sshvfs.vfs.stream.budget import ByteBudget
+from sshvfs.vfs.stream.readahead import ReadAhead
 
 BLOCK = 1000
 

@@ -13,8 +13,8 @@ import pytest
 
 from sshvfs.transfers import Transfers
 from sshvfs.transport.cork import Cork
-from sshvfs.vfs.budget import ByteBudget
-from sshvfs.vfs.writebehind import WriteBehind
+from sshvfs.vfs.stream.budget import ByteBudget
+from sshvfs.vfs.stream.writebehind import WriteBehind
 
 BLOCK = 1000
 

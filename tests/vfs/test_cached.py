@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sshvfs.vfs.cached import MADE_WINDOW, CachingVFS
+from sshvfs.vfs.cache.cached import MADE_WINDOW, CachingVFS
 from sshvfs.vfs.local import LocalVFS
 from sshvfs.vfs.types import tree_progress
 

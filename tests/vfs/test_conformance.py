@@ -45,7 +45,7 @@ def _sftp(root: str, sshd: Sshd) -> Callable[[], AsyncIterator[VFS]]:
 
 def _cached(root: str, sshd: Sshd) -> Callable[[], AsyncIterator[VFS]]:
     async def make() -> AsyncIterator[VFS]:
-        from sshvfs.vfs.cached import CachingVFS
+        from sshvfs.vfs.cache.cached import CachingVFS
 
         async for inner in _sftp(root, sshd)():
             yield CachingVFS(inner)
@@ -59,7 +59,7 @@ BACKENDS = {"local": _local, "sftp": _sftp, "cached": _cached}
 @pytest.fixture(params=sorted(BACKENDS))
 async def backend(request: pytest.FixtureRequest, sshd: Sshd) -> AsyncIterator[Backend]:
     if request.param == "cached":
-        pytest.importorskip("sshvfs.vfs.cached")
+        pytest.importorskip("sshvfs.vfs.cache.cached")
     root = tempfile.mkdtemp(prefix="sshvfs-conf-")
     try:
         async for vfs in BACKENDS[request.param](root, sshd)():

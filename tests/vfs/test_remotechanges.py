@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from sshvfs.vfs.cached import CachingVFS
+from sshvfs.vfs.cache.cached import CachingVFS
+from sshvfs.vfs.cache.remotechanges import OWN_WINDOW
 from sshvfs.vfs.local import LocalVFS
-from sshvfs.vfs.remotechanges import OWN_WINDOW
 from sshvfs.vfs.types import Change
 
 from .test_cached import Clock, Counting

@@ -1,6 +1,6 @@
 """LookupLister: lookups that miss in a directory list it, so the next ones need no LSTAT.
 
-Owned by a :class:`~sshvfs.vfs.cached.CachingVFS`; :meth:`LookupLister.listed` runs on each
+Owned by a :class:`~sshvfs.vfs.cache.cached.CachingVFS`; :meth:`LookupLister.listed` runs on each
 lookup the caches missed, before its LSTAT. What it installs is an ordinary listing, with
 the listing cache's TTL and generations (a directory changed through the mount meanwhile
 keeps what the cache has). Cost bounds: at most ``MAX_PENDING`` listings at once; without
@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
-from .types import Attrs
+from ..types import Attrs
 
 if TYPE_CHECKING:
     from .cached import CachingVFS

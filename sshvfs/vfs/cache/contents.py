@@ -2,7 +2,7 @@
 
 A walk that reads files (grep -r, cp -r, git status re-hashing what it stat'ed) costs an
 OPEN and a READ round trip per file, serially: 2 x RTT a file across a WAN. When a walk's
-tree was prefetched (:mod:`sshvfs.vfs.treeprefetch`) and a file in it is opened, the small
+tree was prefetched (:mod:`sshvfs.vfs.cache.treeprefetch`) and a file in it is opened, the small
 files of that tree come in one exec-channel command (``find | tar`` into a server-side
 temporary file, then sent framed by its length: see :mod:`sshvfs.execlist.archive`) and
 land here. A later read-only open of one of them is answered from memory, with no round trip.
@@ -29,7 +29,7 @@ import stat as _stat
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from .types import Attrs, join, split
+from ..types import Attrs, join, split
 
 if TYPE_CHECKING:
     from .cached import CachingVFS

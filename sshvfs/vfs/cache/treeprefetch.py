@@ -1,8 +1,8 @@
-"""TreePrefetcher: fills a :class:`~sshvfs.vfs.cached.CachingVFS` with a whole subtree's
+"""TreePrefetcher: fills a :class:`~sshvfs.vfs.cache.cached.CachingVFS` with a whole subtree's
 listings from one backend call (``tree``).
 
 Two ways in: :meth:`TreePrefetcher.prefetch`, asked for a path (the control directory), and
-walks (find, ls -R, du) that a :class:`~sshvfs.vfs.walks.WalkDetector` spots among the
+walks (find, ls -R, du) that a :class:`~sshvfs.vfs.cache.walks.WalkDetector` spots among the
 listings the cache misses, whose root is then prefetched in the background. A listing
 missed under a prefetch in flight waits for it (:meth:`TreePrefetcher.wait_for`) rather
 than asking the backend too: a streaming backend hands out each directory as soon as it
@@ -18,7 +18,7 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-from .types import Entry, tree_progress, within
+from ..types import Entry, tree_progress, within
 from .walks import WalkDetector
 
 if TYPE_CHECKING:

@@ -29,13 +29,13 @@ from typing import Any
 
 from cachetools import TTLCache
 
-from ..errors import fs_error
+from ...errors import fs_error
+from ..types import VFS, Attrs, Entry, StatFs, VFSFile, join, split, within
 from .cachedfile import CachedFile
 from .contents import ContentPrefetcher
 from .lookuplist import LookupLister
 from .remotechanges import RemoteChanges
 from .treeprefetch import TreePrefetcher
-from .types import VFS, Attrs, Entry, StatFs, VFSFile, join, split, within
 
 Timer = Callable[[], float]
 Listener = Callable[[bytes | None], None]

@@ -1,4 +1,4 @@
-"""RemoteChanges: what a :class:`~sshvfs.vfs.cached.CachingVFS` does with changes made on
+"""RemoteChanges: what a :class:`~sshvfs.vfs.cache.cached.CachingVFS` does with changes made on
 the server behind the mount's back (a remote watcher's reports).
 
 A change drops exactly what it makes stale: the attributes (and contents copy) of the
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .types import Change, Entry, join, split
+from ..types import Change, Entry, join, split
 
 if TYPE_CHECKING:
     from .cached import CachingVFS

@@ -1,4 +1,4 @@
-"""CachedFile: an open file of a :class:`~sshvfs.vfs.cached.CachingVFS`.
+"""CachedFile: an open file of a :class:`~sshvfs.vfs.cache.cached.CachingVFS`.
 
 Its writes and setattrs mark the file's cached attributes stale, an ``fstat`` before any
 write installs what it learnt, and a close after writes fetches the truth once, unless the
@@ -11,7 +11,7 @@ from __future__ import annotations
 import stat as _stat
 from typing import TYPE_CHECKING
 
-from .types import Attrs, VFSFile
+from ..types import Attrs, VFSFile
 
 if TYPE_CHECKING:
     from .cached import CachingVFS
