@@ -321,3 +321,20 @@ def test_mount_helper_builds_the_sshvfs_command() -> None:
         ["h:/p", "/mnt", "-o", "ro,port=2", "-s", "-v", "-n"]
     )
     assert mounthelper.sshvfs_argv(args) == ["h:/p", "/mnt", "-o", "ro,port=2", "--sloppy", "-v"]
+
+
+def test_a_closed_stdout_ends_the_command_quietly() -> None:
+    """``sshvfs shell-hook bash | head -0``: exit 141 as cat would, no traceback."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sshvfs", "shell-hook", "bash"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the command writes a byte
+    err = proc.stderr.read()
+    assert proc.wait(30) == 141, err
+    assert b"Traceback" not in err and b"Exception ignored" not in err, err
