@@ -13,7 +13,6 @@ import logging
 import pyfuse3
 
 from ..errors import fs_error
-from ..vfs.types import Attrs
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +22,7 @@ FIRST_DYNAMIC_INODE = 100
 
 
 class Node:
-    __slots__ = ("ino", "parent", "name", "lookups", "opens", "children", "stamp", "owned")
+    __slots__ = ("ino", "parent", "name", "lookups", "opens", "children", "stamp")
 
     def __init__(self, ino: int, parent: Node | None, name: bytes) -> None:
         self.ino = ino
@@ -34,10 +33,6 @@ class Node:
         self.children: dict[bytes, Node] = {}
         #: (size, mtime_ns) when the kernel's page cache of this file was last filled
         self.stamp: tuple[int, int] | None = None
-        #: the attributes of a file this mount created, while it holds it open, kept current
-        #: by this mount's own writes and setattrs: what an untar's fchmod/futimens/fchown
-        #: need to know without a round trip
-        self.owned: Attrs | None = None
 
     @property
     def attached(self) -> bool:

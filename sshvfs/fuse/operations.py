@@ -14,7 +14,6 @@ import functools
 import logging
 import os
 import stat as _stat
-import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -74,7 +73,6 @@ class OpenFile:
     node: Node
     file: VFSFile
     writable: bool
-    created: bool = False
 
 
 class Operations(pyfuse3.Operations):
@@ -96,7 +94,6 @@ class Operations(pyfuse3.Operations):
         #: how owners and permission bits are shown (idmap=, uid=, gid=, umask=)
         self.ownership = ownership or IDENTITY
         #: how finely the server keeps times (SFTP v3: whole seconds)
-        self._time_step: int = getattr(vfs, "time_resolution_ns", 1)
         self.inodes = InodeTable()
         self._files: dict[int, OpenFile] = {}
         #: remote CLOSEs of released files, still in flight
@@ -234,10 +231,8 @@ class Operations(pyfuse3.Operations):
                     # SFTP v3 attributes carry no link count (1 is assumed): this name is gone
                     return self.entry(inode, attrs._replace(nlink=0) if attrs.nlink <= 1 else attrs)
             raise pyfuse3.FUSEError(errno.ENOENT)
-        if node.owned is not None:
-            # the kernel asks before every chown (to recompute setuid bits): a file this
-            # mount created and writes is one whose attributes it knows
-            return self.entry(inode, node.owned)
+        # (a file the mount creates and writes is answered by the caches' own record of it:
+        # the kernel asks before every chown, to recompute setuid bits)
         return self.entry(inode, await self.vfs.lstat(node.path()))
 
     @guard
@@ -252,10 +247,6 @@ class Operations(pyfuse3.Operations):
         if self.control is not None and ctl.is_control(inode):
             return await self.control.setattr(inode, fields)
         node = self.inodes.get(inode)
-        if node.owned is not None:
-            known = await self._setattr_owned(node, attr, fields)
-            if known is not None:
-                return self.entry(inode, known)
         of = self._files.get(fh) if fh is not None else None
         if of is not None and not node.attached:
             return self.entry(inode, await self._setattr_detached(of, attr, fields))
@@ -274,17 +265,14 @@ class Operations(pyfuse3.Operations):
                 self.ownership.remote_gid_for(attr.st_gid) if fields.update_gid else -1,
             )
         if fields.update_atime or fields.update_mtime:
-            if fields.update_atime and fields.update_mtime:
-                atime_ns, mtime_ns = attr.st_atime_ns, attr.st_mtime_ns
-            else:
-                current = await self.vfs.lstat(path)
-                atime_ns = attr.st_atime_ns if fields.update_atime else current.atime_ns
-                mtime_ns = attr.st_mtime_ns if fields.update_mtime else current.mtime_ns
-            await self.vfs.utimens(path, atime_ns, mtime_ns)
-        attrs = await self.vfs.lstat(path)
-        if node.owned is not None:
-            node.owned = attrs  # no write ran meanwhile: the kernel holds the inode lock
-        return self.entry(inode, attrs)
+            # a file being written through the mount: chmod, utimens and a chown to what
+            # it is ride its handle's pipeline (see sshvfs.vfs.cache.owned)
+            await self.vfs.utimens(
+                path,
+                attr.st_atime_ns if fields.update_atime else None,
+                attr.st_mtime_ns if fields.update_mtime else None,
+            )
+        return self.entry(inode, await self.vfs.lstat(path))
 
     async def _setattr_detached(
         self, of: OpenFile, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields
@@ -307,46 +295,6 @@ class Operations(pyfuse3.Operations):
             await of.file.setstat(mode, times)
             await of.file.flush()  # setstat rides the write pipeline: its error shows here
         return await of.file.fstat()
-
-    async def _setattr_owned(
-        self, node: Node, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields
-    ) -> Attrs | None:
-        """A setattr of a file this mount created and holds open (tar, cp -p, rsync: fchown,
-        fchmod, futimens after the writes), answered from what we know: a chown to what it
-        already is sends nothing, and the mode and times ride the handle's write pipeline,
-        sent in order after its writes, a failure raised by the next write, flush or close,
-        like a write's (the owner of a file may always chmod and utime it). None: not that
-        case, take the ordinary path."""
-        owned = node.owned
-        assert owned is not None
-        if fields.update_size or (fields.update_atime and not fields.update_mtime):
-            return None  # truncate, or an atime alone: the mtime after writes is the server's
-        if fields.update_uid or fields.update_gid:
-            own = self.ownership
-            uid = own.remote_uid_for(attr.st_uid) if fields.update_uid else owned.uid
-            gid = own.remote_gid_for(attr.st_gid) if fields.update_gid else owned.gid
-            if (uid, gid) != (owned.uid, owned.gid) or owned.mode & (_stat.S_ISUID | _stat.S_ISGID):
-                return None  # a real chown can fail, and may clear setuid/setgid bits
-        known = owned
-        mode: int | None = None
-        if fields.update_mode and attr.st_mode & 0o7777 != owned.mode & 0o7777:
-            mode = attr.st_mode & 0o7777
-            known = known._replace(mode=_stat.S_IFMT(owned.mode) | mode)
-        times: tuple[int, int] | None = None
-        if fields.update_mtime:
-            atime = attr.st_atime_ns if fields.update_atime else owned.atime_ns
-            times = (atime, attr.st_mtime_ns)
-            step = self._time_step
-            known = known._replace(
-                atime_ns=atime - atime % step, mtime_ns=times[1] - times[1] % step
-            )
-        if mode is not None or times is not None:
-            of = next((of for of in self._files.values() if of.node is node), None)
-            if of is None:
-                return None
-            await of.file.setstat(mode, times)
-        node.owned = known
-        return known
 
     @guard
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
@@ -479,7 +427,6 @@ class Operations(pyfuse3.Operations):
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         path = self._child_path(new_parent_inode, new_name)
-        self.inodes.get(inode).owned = None  # its link count is the server's to say
         await self.vfs.link(self._path(inode), path)
         return await self._new_entry(new_parent_inode, new_name, path)
 
@@ -496,12 +443,10 @@ class Operations(pyfuse3.Operations):
 
     # -- files ---------------------------------------------------------------------------
 
-    def _register(
-        self, node: Node, file: VFSFile, flags: int, created: bool = False
-    ) -> pyfuse3.FileInfo:
+    def _register(self, node: Node, file: VFSFile, flags: int) -> pyfuse3.FileInfo:
         fh = self._fh()
         writable = flags & os.O_ACCMODE != os.O_RDONLY
-        self._files[fh] = OpenFile(node, file, writable, created)
+        self._files[fh] = OpenFile(node, file, writable)
         self.inodes.opened(node)
         info = pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=False)
         if not writable and NOFLUSH:
@@ -516,7 +461,6 @@ class Operations(pyfuse3.Operations):
             return self.control.open(self._fh(), inode, flags)
         node = self.inodes.get(inode)
         path = self._path(inode)
-        owned = node.owned
         file = await self.vfs.open(path, flags & ~os.O_CREAT)
         info = self._register(node, file, flags)
         # keep the kernel's page cache only if the file is unchanged since it was filled
@@ -525,12 +469,6 @@ class Operations(pyfuse3.Operations):
         except OSError:
             attrs = None
         stamp = (attrs.size, attrs.mtime_ns) if attrs is not None else None
-        if node.owned is not None:
-            # e.g. truncated by this open. A write through another handle meanwhile (the
-            # kernel does not hold the inode lock for an OPEN) left what we fetched behind:
-            # the kernel must never be told a size below what it wrote (its O_APPEND
-            # offset is its own idea of the size), so then only the server knows
-            node.owned = attrs if node.owned is owned else None
         info.keep_cache = stamp is not None and node.stamp == stamp and not flags & os.O_TRUNC
         node.stamp = stamp
         return info
@@ -547,8 +485,7 @@ class Operations(pyfuse3.Operations):
             await file.close()
             raise
         node = self.inodes.lookup(parent_inode, name)
-        info = self._register(node, file, flags, created=True)
-        node.owned = attrs
+        info = self._register(node, file, flags)
         return info, self.entry(node.ino, attrs)
 
     def _orphan(self, node: Node | None) -> None:
@@ -568,9 +505,7 @@ class Operations(pyfuse3.Operations):
     async def read(self, fh: int, off: int, size: int) -> bytes:
         if self.control is not None and self.control.owns(fh):
             return self.control.read(fh, off, size)
-        of = self._file(fh)
-        of.node.owned = None  # a read may move the atime on the server
-        return await of.file.read(off, size)
+        return await self._file(fh).file.read(off, size)
 
     @guard
     async def write(self, fh: int, off: int, buf: bytes) -> int:
@@ -579,14 +514,7 @@ class Operations(pyfuse3.Operations):
         of = self._file(fh)
         node = of.node
         node.stamp = None  # what the kernel caches is now ours, not the server's
-        done = await of.file.write(off, bytes(buf))
-        owned = node.owned
-        if owned is not None:
-            now = time.time_ns()
-            node.owned = owned._replace(
-                size=max(owned.size, off + done), mtime_ns=now - now % self._time_step
-            )
-        return done
+        return await of.file.write(off, bytes(buf))
 
     @guard
     async def flush(self, fh: int) -> None:
@@ -609,8 +537,6 @@ class Operations(pyfuse3.Operations):
         of = self._files.pop(fh, None)
         if of is None:
             return
-        if of.created:
-            of.node.owned = None  # no longer ours alone to know
         # close(2) got its answer from FLUSH (every write drained there) and the kernel
         # ignores RELEASE's: the remote CLOSE needs no waiting. Nothing later depends on its
         # order either: the kernel sends RELEASE after close(2) returns, so requests made

@@ -569,7 +569,11 @@ class SftpVFS:
 
         await self._op(path, action)
 
-    async def utimens(self, path: bytes, atime_ns: int, mtime_ns: int) -> None:
+    async def utimens(self, path: bytes, atime_ns: int | None, mtime_ns: int | None) -> None:
+        if atime_ns is None or mtime_ns is None:  # SFTP sets both: keep the server's other
+            current = await self.lstat(path)
+            atime_ns = current.atime_ns if atime_ns is None else atime_ns
+            mtime_ns = current.mtime_ns if mtime_ns is None else mtime_ns
         await self._setstat(path, setstat_attrs(times=(atime_ns, mtime_ns)))
 
     async def statfs(self, path: bytes) -> StatFs:

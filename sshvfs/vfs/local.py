@@ -154,10 +154,17 @@ class LocalVFS:
     async def truncate(self, path: bytes, size: int) -> None:
         await _io(lambda: os.truncate(self.local(path), size))
 
-    async def utimens(self, path: bytes, atime_ns: int, mtime_ns: int) -> None:
-        await _io(
-            lambda: os.utime(self.local(path), ns=(atime_ns, mtime_ns), follow_symlinks=False)
-        )
+    async def utimens(self, path: bytes, atime_ns: int | None, mtime_ns: int | None) -> None:
+        def set_times() -> None:
+            local = self.local(path)
+            a, m = atime_ns, mtime_ns
+            if a is None or m is None:  # os.utime has no UTIME_OMIT: keep what is there
+                st = os.lstat(local)
+                a = st.st_atime_ns if a is None else a
+                m = st.st_mtime_ns if m is None else m
+            os.utime(local, ns=(a, m), follow_symlinks=False)
+
+        await _io(set_times)
 
     async def statfs(self, path: bytes) -> StatFs:
         v = await _io(lambda: os.statvfs(self.local(path)))

@@ -121,7 +121,7 @@ class FollowSymlinksVFS:
     async def truncate(self, path: bytes, size: int) -> None:
         await self.inner.truncate(path, size)
 
-    async def utimens(self, path: bytes, atime_ns: int, mtime_ns: int) -> None:
+    async def utimens(self, path: bytes, atime_ns: int | None, mtime_ns: int | None) -> None:
         await self.inner.utimens(path, atime_ns, mtime_ns)
 
     async def statfs(self, path: bytes) -> StatFs:

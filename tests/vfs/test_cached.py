@@ -199,6 +199,62 @@ async def test_what_the_file_cannot_know_is_asked_at_close(setup: Any) -> None:
     assert (attrs.size, attrs.mtime_ns) == (5001, st.st_mtime_ns) != (1024, 3 * 10**9 + 7)
 
 
+async def test_a_file_being_written_is_known_from_its_own_changes(setup: Any) -> None:
+    """While the handle that created a file writes it, its attributes come from what the
+    handle did (no round trip, never a size below what was written), and chmod, utimens
+    and a chown to what it is ride the handle, not a path operation of their own."""
+    cache, backend, clock, root = setup
+    os.makedirs(os.path.join(root, "d"))
+    f = await cache.open(b"/d/new", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    created = await f.fstat()
+    asked = backend.calls["lstat"]
+    await f.write(0, b"x" * 1000)
+    attrs = await cache.lstat(b"/d/new")
+    assert attrs.size == 1000 and attrs.atime_ns == created.atime_ns
+    await cache.chown(b"/d/new", created.uid, -1)  # already so
+    await cache.chmod(b"/d/new", 0o640)
+    await cache.utimens(b"/d/new", None, 4 * 10**9)  # the mtime alone: the atime is known
+    assert (await cache.lstat(b"/d/new")).mode & 0o7777 == 0o640
+    assert backend.calls["lstat"] == asked
+    assert backend.calls["chmod"] == backend.calls["chown"] == backend.calls["utimens"] == 0
+    await f.close()
+    st = os.lstat(os.path.join(root, "d/new"))
+    assert (st.st_mode & 0o7777, st.st_size, st.st_mtime_ns) == (0o640, 1000, 4 * 10**9)
+    assert st.st_atime_ns == created.atime_ns
+    assert await cache.lstat(b"/d/new") == created._replace(
+        mode=st.st_mode, size=1000, mtime_ns=4 * 10**9
+    )
+    assert backend.calls["lstat"] == asked  # its times were set last: known at close
+
+
+@pytest.mark.parametrize("ending", ["read", "open", "atime alone", "rename", "truncate"])
+async def test_what_ends_the_record_of_a_file_being_written(setup: Any, ending: str) -> None:
+    """After anything the handle cannot account for, the server is asked."""
+    cache, backend, clock, root = setup
+    os.makedirs(os.path.join(root, "d"))
+    f = await cache.open(b"/d/f", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    await f.fstat()
+    await f.write(0, b"x" * 10)
+    path = b"/d/f"
+    asked = backend.calls["lstat"]
+    if ending == "read":
+        await f.read(0, 1)  # the atime may move
+    elif ending == "open":
+        await (await cache.open(b"/d/f", os.O_RDONLY)).close()
+    elif ending == "atime alone":
+        await cache.utimens(b"/d/f", 5 * 10**9, None)  # the mtime after a write is not known
+        assert backend.calls["utimens"] == 1
+    elif ending == "rename":
+        await cache.rename(b"/d/f", b"/d/g")
+        path = b"/d/g"
+    else:
+        await cache.truncate(b"/d/f", 3)
+    attrs = await cache.lstat(path)
+    assert backend.calls["lstat"] == asked + 1  # (by the operation, or by this lstat)
+    assert attrs.size == os.lstat(os.path.join(root, path.decode().lstrip("/"))).st_size
+    await f.close()
+
+
 async def test_rename_directory_moves_cached_children(setup: Any) -> None:
     cache, backend, clock, root = setup
     touch(root, "a/inner/file", b"abc")

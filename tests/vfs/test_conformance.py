@@ -130,6 +130,14 @@ async def test_namespace_operations(backend: Backend) -> None:
     assert (await vfs.lstat(b"/a/two")).size == 10
     await vfs.utimens(b"/a/two", 5 * 10**9, 7 * 10**9)
     assert (await vfs.lstat(b"/a/two")).mtime_ns == 7 * 10**9
+    # a time left as it is (UTIME_OMIT), either one
+    await vfs.utimens(b"/a/two", None, 9 * 10**9)
+    st = os.lstat(os.path.join(root, "a", "two"))
+    assert (st.st_atime_ns, st.st_mtime_ns) == (5 * 10**9, 9 * 10**9)
+    assert (await vfs.lstat(b"/a/two")).mtime_ns == 9 * 10**9
+    await vfs.utimens(b"/a/two", 6 * 10**9, None)
+    st = os.lstat(os.path.join(root, "a", "two"))
+    assert (st.st_atime_ns, st.st_mtime_ns) == (6 * 10**9, 9 * 10**9)
     for name in (b"/a/two", b"/a/hard", b"/a/ln"):
         await vfs.unlink(name)
     await vfs.rmdir(b"/a")

@@ -34,6 +34,7 @@ from ..types import VFS, Attrs, Entry, StatFs, VFSFile, join, split, within
 from .cachedfile import CachedFile
 from .contents import ContentPrefetcher
 from .lookuplist import LookupLister
+from .owned import OwnedFiles
 from .remotechanges import RemoteChanges
 from .treeprefetch import TreePrefetcher
 
@@ -79,6 +80,8 @@ class CacheStats:
 
 
 _MISSING = object()  # negative-cache marker
+#: mode bits a server may drop as it sees fit
+_SET_ID = _stat.S_ISUID | _stat.S_ISGID
 
 
 class CachingVFS:
@@ -129,6 +132,8 @@ class CachingVFS:
         self.contents = ContentPrefetcher(self, timer, attr_ttl)
         #: paths opened as files (never directories) since they last went away
         self._opened: set[bytes] = set()
+        #: files whose attributes the mount's own changes decide (see .owned)
+        self.owned = OwnedFiles()
         #: directories listed because lookups missed there
         self._lookup_lister = LookupLister(self)
         #: changes made on the server, as a remote watcher reports them
@@ -188,6 +193,7 @@ class CachingVFS:
 
     def _stale(self, path: bytes) -> None:
         """Attributes of ``path`` changed (or it may now exist): re-fetch before trusting."""
+        self.owned.pop(path)
         self.contents.copies.drop(path)
         self._attrs.pop(path, None)
         self._neg.pop(path, None)
@@ -228,12 +234,14 @@ class CachingVFS:
         """Forget ``root`` and everything below it. ``is_dir=False`` (a file: nothing below
         it) spares the scan of every cached key, which an ``rm`` of many files would repeat."""
         if is_dir is False and root not in self._dirs:
+            self.owned.pop(root)
             self.contents.copies.drop(root)
             for cache in (self._attrs, self._neg, self._links):
                 cache.pop(root, None)
             if root in self._gen:
                 self._gen[root] += 1
             return
+        self.owned.drop_subtree(root)
         self.contents.copies.drop_subtree(root)
         for cache in (self._attrs, self._neg, self._links, self._dirs, self._made):
             for key in [k for k in list(cache.keys()) if within(k, root)]:
@@ -244,6 +252,7 @@ class CachingVFS:
     def invalidate(self, path: bytes | None = None) -> None:
         """Drop everything (``None``) or one subtree, and tell the listeners."""
         if path is None or path == b"/":
+            self.owned.clear()
             self.contents.copies.clear()
             for cache in (self._attrs, self._neg, self._links, self._dirs, self._made):
                 cache.clear()
@@ -311,6 +320,10 @@ class CachingVFS:
         return None
 
     async def lstat(self, path: bytes) -> Attrs:
+        owned = self.owned.get(path)
+        if owned is not None:
+            self.stats.hits += 1
+            return owned.attrs
         cached = self._cached_attrs(path)
         if cached is _MISSING:
             self.stats.hits += 1
@@ -467,6 +480,7 @@ class CachingVFS:
     # -- mutations -------------------------------------------------------------------
 
     async def open(self, path: bytes, flags: int, mode: int = 0o644) -> VFSFile:
+        self.owned.pop(path)  # another handle: the tracked one is no longer alone
         changes = bool(flags & (os.O_CREAT | os.O_TRUNC))
         if changes:
             self._mark(path)
@@ -492,7 +506,7 @@ class CachingVFS:
             self._attrs.pop(split(path)[0], None)
         elif isinstance(known, Attrs) and _stat.S_ISREG(known.mode):
             file.size_hint(known.size)  # spares a small file's second READ (its EOF)
-        return CachedFile(self, file)
+        return CachedFile(self, file, changes)
 
     async def mkdir(self, path: bytes, mode: int = 0o755) -> None:
         self._opened.discard(path)
@@ -526,11 +540,16 @@ class CachingVFS:
             # so spares two scans of every cached key (1.3 ms a rename with 300 entries)
             is_dir = False
         was_linked = old in self._linked
+        # a renamed file's handles still name the old path: what they do no longer
+        # reaches a record under the new one, so the tracking ends (the server answers)
+        owned = self.owned.pop(old)
         self._mark(new)
         try:
             await self.inner.rename(old, new)
         except BaseException:
             self._mark(new)
+            if owned is not None:
+                self.owned.put(old, owned)
             raise
         self._gone(old, is_dir)
         self._drop_subtree(new, is_dir)  # only a directory may replace a directory
@@ -604,6 +623,16 @@ class CachingVFS:
         return ns - ns % self.time_resolution_ns
 
     async def chmod(self, path: bytes, mode: int) -> None:
+        owned = self.owned.get(path)
+        if owned is not None:
+            if owned.attrs.mode & 0o7777 == mode & 0o7777:
+                return  # already so: nothing to send
+            if not mode & _SET_ID:
+                # rides the handle's pipeline: in order after its writes, a refusal raised
+                # by the next write, flush or close
+                await owned.file.setstat(mode & 0o7777, None)
+                return
+            self.owned.pop(path)  # the server may drop set-id bits as it sees fit: ask
         before = self._known(path)
         if before is None or _stat.S_ISLNK(before.mode):
             # a link's mode is whatever the server makes of it: ask
@@ -616,6 +645,13 @@ class CachingVFS:
         await self._set(path, self.inner.chmod(path, mode), mode=kind | (mode & 0o7777))
 
     async def chown(self, path: bytes, uid: int, gid: int) -> None:
+        owned = self.owned.get(path)
+        if owned is not None:
+            a = owned.attrs
+            wanted = (a.uid if uid < 0 else uid, a.gid if gid < 0 else gid)
+            if wanted == (a.uid, a.gid) and not a.mode & _SET_ID:
+                return  # already so (tar, cp -a): nothing to send
+            self.owned.pop(path)  # a real chown can fail, and may clear set-id bits
         before = self._known(path)
         changes = {}
         if before is not None:
@@ -624,12 +660,31 @@ class CachingVFS:
 
     async def truncate(self, path: bytes, size: int) -> None:
         # the mtime moves on the server: ask once
+        self.owned.pop(path)
         try:
             await self.inner.truncate(path, size)
         finally:
             await self._changed(path)
 
-    async def utimens(self, path: bytes, atime_ns: int, mtime_ns: int) -> None:
+    async def utimens(self, path: bytes, atime_ns: int | None, mtime_ns: int | None) -> None:
+        owned = self.owned.get(path)
+        if owned is not None:
+            # a time left as it is: the atime tracked is exact (writes leave it, a read
+            # ends the tracking); the mtime only while no write came after it was known
+            if atime_ns is None:
+                atime_ns = owned.attrs.atime_ns
+            if mtime_ns is None and owned.mtime_exact:
+                mtime_ns = owned.attrs.mtime_ns
+            if mtime_ns is not None:
+                await owned.file.setstat(None, (atime_ns, mtime_ns))  # rides the pipeline
+                return
+            self.owned.pop(path)
+        if atime_ns is None or mtime_ns is None:
+            try:  # the server knows the other time
+                await self.inner.utimens(path, atime_ns, mtime_ns)
+            finally:
+                await self._changed(path)
+            return
         await self._set(
             path,
             self.inner.utimens(path, atime_ns, mtime_ns),

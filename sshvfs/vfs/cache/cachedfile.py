@@ -2,50 +2,57 @@
 
 Its writes and setattrs mark the file's cached attributes stale, an ``fstat`` before any
 write installs what it learnt, and a close after writes fetches the truth once, unless the
-handle knows it already: a file created through it whose times were set after its last write
-(what tar, cp -p and rsync do before close) holds exactly what the handle says.
+caches know it already. A handle that created or truncated its file keeps the one record of
+what its changes made of it (:mod:`sshvfs.vfs.cache.owned`): the stat answers while it is
+open, and the truth at close when its times were set after its last write (what tar,
+cp -p and rsync do before close).
 """
 
 from __future__ import annotations
 
 import stat as _stat
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..types import Attrs, VFSFile
+from .owned import Owned
 
 if TYPE_CHECKING:
     from .cached import CachingVFS
+
+#: the mode bits a server may drop as it sees fit: never predicted
+_SET_ID = _stat.S_ISUID | _stat.S_ISGID
 
 
 class CachedFile:
     """An open file whose writes keep the caches honest."""
 
-    def __init__(self, vfs: CachingVFS, inner: VFSFile) -> None:
+    def __init__(self, vfs: CachingVFS, inner: VFSFile, changes: bool = False) -> None:
         self._vfs = vfs
         self._inner = inner
         self._written = False
-        #: the server's attributes as this handle's own changes leave them, while that is all
-        #: that changed them (see :meth:`close`); None once unknown
-        self._shadow: Attrs | None = None
-        #: the shadow's mtime is one we set, after the last write (the server's clock set
-        #: every other)
-        self._times_set = False
-        #: the cache's generation of the path after our last change
-        self._gen: tuple[int, int] | None = None
-        #: ... and when opened: what fstat learns is the path's only while it is unchanged
-        #: (a rename over it or an unlink leaves this handle on another file)
+        #: opened with O_CREAT or O_TRUNC: what it holds is this handle's doing
+        self._changes = changes
+        #: the cache's generation of the path when opened: what fstat learns is the
+        #: path's only while it is unchanged (a rename over it or an unlink leaves this
+        #: handle on another file)
         self._opened_gen = vfs._generation(inner.path)
 
     @property
     def path(self) -> bytes:
         return self._inner.path
 
-    def _touch(self, shadow: Attrs | None = None) -> None:
+    def _touch(self, update: Callable[[Owned], bool] | None = None) -> None:
+        """A change of ours: the caches drop the path; its tracked record (if this handle
+        keeps it) survives moved by ``update``, or ends (no ``update``, or it says False)."""
         self._written = True
-        self._shadow = shadow
         path = self._inner.path
-        self._vfs._mark(path)
-        self._gen = self._vfs._generation(path)
+        vfs = self._vfs
+        owned = vfs.owned.pop(path)
+        vfs._mark(path)
+        if owned is not None and owned.file is self and update is not None and update(owned):
+            vfs.owned.put(path, owned)
 
     def orphan(self) -> None:
         self._inner.orphan()
@@ -54,44 +61,66 @@ class CachedFile:
         self._inner.size_hint(size)
 
     async def read(self, offset: int, size: int) -> bytes:
-        self._shadow = None  # a read may move the atime on the server
+        self._vfs.owned.pop(self._inner.path)  # a read may move the atime on the server
         return await self._inner.read(offset, size)
 
     async def write(self, offset: int, data: bytes) -> int:
-        shadow = self._shadow
-        if shadow is not None:
-            shadow = shadow._replace(size=max(shadow.size, offset + len(data)))
-        self._times_set = False
-        self._touch(shadow)
-        return await self._inner.write(offset, data)
+        end = offset + len(data)
+        now = time.time_ns()
+        step = self._vfs.time_resolution_ns
+
+        def wrote(owned: Owned) -> bool:
+            # the kernel must never be shown a size below what it wrote (an O_APPEND
+            # writer's offset is its own idea of the size): the size moves before the send
+            owned.attrs = owned.attrs._replace(
+                size=max(owned.attrs.size, end), mtime_ns=now - now % step
+            )
+            owned.mtime_exact = False  # the server's clock sets the real one
+            return True
+
+        self._touch(wrote)
+        try:
+            return await self._inner.write(offset, data)
+        except BaseException:
+            self._vfs.owned.pop(self._inner.path)
+            raise
 
     async def truncate(self, size: int) -> None:
-        self._touch()
+        self._touch()  # the mtime moves on the server: asked for later
         await self._inner.truncate(size)
 
     async def fstat(self) -> Attrs:
         attrs = await self._inner.fstat()
         path = self._inner.path
-        if not self._written and self._vfs._generation(path) == self._opened_gen:
+        vfs = self._vfs
+        if not self._written and vfs._generation(path) == self._opened_gen:
             # e.g. right after a create: the truth, learnt for free
-            self._vfs._learn(path, attrs)
-            if attrs.nlink == 1 and _stat.S_ISREG(attrs.mode):
-                self._shadow, self._gen = attrs, self._vfs._generation(path)
+            vfs._learn(path, attrs)
+            if self._changes and attrs.nlink == 1 and _stat.S_ISREG(attrs.mode):
+                vfs.owned.start(path, self, attrs)
         return attrs
 
     async def setstat(self, mode: int | None = None, times: tuple[int, int] | None = None) -> None:
-        shadow = self._shadow
-        if shadow is not None and mode is not None:
-            if mode & (_stat.S_ISUID | _stat.S_ISGID):
-                shadow = None  # the server may drop these bits as it sees fit
-            else:
-                shadow = shadow._replace(mode=_stat.S_IFMT(shadow.mode) | mode)
-        if shadow is not None and times is not None:
-            seconds = self._vfs._seconds  # as the server stores them
-            shadow = shadow._replace(atime_ns=seconds(times[0]), mtime_ns=seconds(times[1]))
-            self._times_set = True
-        self._touch(shadow)  # what the cache holds is no longer the server's truth
-        await self._inner.setstat(mode, times)
+        seconds = self._vfs._seconds  # times as the server stores them
+
+        def changed(owned: Owned) -> bool:
+            attrs = owned.attrs
+            if mode is not None:
+                if mode & _SET_ID:
+                    return False  # the server may drop these bits as it sees fit
+                attrs = attrs._replace(mode=_stat.S_IFMT(attrs.mode) | mode)
+            if times is not None:
+                attrs = attrs._replace(atime_ns=seconds(times[0]), mtime_ns=seconds(times[1]))
+                owned.mtime_exact = True
+            owned.attrs = attrs
+            return True
+
+        self._touch(changed)  # what the caches hold is no longer the server's truth
+        try:
+            await self._inner.setstat(mode, times)
+        except BaseException:
+            self._vfs.owned.pop(self._inner.path)
+            raise
 
     async def flush(self) -> None:
         await self._inner.flush()
@@ -100,19 +129,23 @@ class CachedFile:
         await self._inner.fsync()
 
     async def close(self) -> None:
-        path = self._inner.path
+        path, vfs = self._inner.path, self._vfs
+        owned = vfs.owned.get(path)
+        mine = owned if owned is not None and owned.file is self else None
+        if mine is not None:
+            vfs.owned.pop(path)  # no longer this handle's alone to know
+        unchanged = vfs._generation(path)
         try:
             await self._inner.close()
         except BaseException:
-            self._shadow = None
+            mine = None
             raise
         finally:
-            shadow, vfs = self._shadow, self._vfs
-            if shadow is not None and self._times_set and vfs._generation(path) == self._gen:
-                # every change since the create was ours and succeeded (or close would have
-                # failed), the last of them set the times: the server holds the shadow
+            if mine is not None and mine.mtime_exact and vfs._generation(path) == unchanged:
+                # every change since the first fstat was this handle's and succeeded (or
+                # close would have failed), and its times are exact: the server holds this
                 vfs._mark(path)
-                vfs._learn(path, shadow)
+                vfs._learn(path, mine.attrs)
             elif self._written and vfs._known(path) is None:
                 # every write drops the cached attributes; still known means they were
                 # fetched after the last write
