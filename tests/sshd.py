@@ -67,6 +67,11 @@ class Sshd:
         return os.path.join(self.workdir, "home")
 
     @property
+    def tmp(self) -> str:
+        """The sessions' TMPDIR."""
+        return os.path.join(self.workdir, "tmp")
+
+    @property
     def log_path(self) -> str:
         return os.path.join(self.workdir, "sshd.log")
 
@@ -108,6 +113,10 @@ class Sshd:
         if self.own_home:
             os.makedirs(self.home, exist_ok=True)
             home = f" HOME={self.home}"
+        # sessions' temporary files (the watcher's work directory, the content fetch's
+        # archive) in here: stop() finds what a killed session left running by them
+        os.makedirs(self.tmp, exist_ok=True)
+        home += f" TMPDIR={self.tmp}"
         config = f"""\
 Port {self.port}
 ListenAddress 127.0.0.1
@@ -213,11 +222,29 @@ SetEnv PYENV_REHASH_TIMEOUT=2{home}
                 _signal_all(pids, sig)
                 if sig == signal.SIGTERM and pids:
                     time.sleep(0.3)
+            # a session SIGKILLed by kill_sessions() as it started a command (the watcher's
+            # inotifywait) leaves that command behind, adopted by init: it names our TMPDIR
+            _signal_all(_naming(self.tmp + "/"), signal.SIGKILL)
         self.proc = None
 
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _naming(text: str) -> list[int]:
+    """The processes whose command line holds ``text``."""
+    needle, found = os.fsencode(text), []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if needle in f.read():
+                    found.append(int(entry))
+        except OSError:
+            pass
+    return found
 
 
 def _signal_all(pids: list[int], sig: int) -> None:

@@ -680,11 +680,11 @@ class CachingVFS:
                 return
             self.owned.pop(path)
         if atime_ns is None or mtime_ns is None:
-            try:  # the server knows the other time
-                await self.inner.utimens(path, atime_ns, mtime_ns)
-            finally:
-                await self._changed(path)
-            return
+            # the other time as the caches know it, else as the server says (after every
+            # write sent before); what the cache holds is the server's, never an estimate
+            current = await self.lstat(path)
+            atime_ns = current.atime_ns if atime_ns is None else atime_ns
+            mtime_ns = current.mtime_ns if mtime_ns is None else mtime_ns
         await self._set(
             path,
             self.inner.utimens(path, atime_ns, mtime_ns),
