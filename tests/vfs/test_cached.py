@@ -257,6 +257,26 @@ async def test_what_ends_the_record_of_a_file_being_written(setup: Any, ending: 
     await f.close()
 
 
+async def test_a_file_open_on_a_copy_reads_a_later_write(setup: Any) -> None:
+    """A read-only open answered from a fetched copy, then a write through another handle:
+    the next read sees it (the copy stops answering; the server's handle takes over)."""
+    cache, backend, clock, root = setup
+    touch(root, "d/f", b"a" * 3000)
+    attrs = await cache.lstat(b"/d/f")
+    cache.contents.enabled = True  # (LocalVFS has no bulk fetch: put the copy by hand)
+    copy = {b"f": (attrs.mtime_ns // 10**9, b"a" * 3000)}
+    cache.contents.copies.put_many(b"/d", copy, clock.now)
+    reader = await cache.open(b"/d/f", os.O_RDONLY)
+    assert backend.calls["open"] == 0  # answered from the copy
+    assert await reader.read(0, 10) == b"a" * 10
+    writer = await cache.open(b"/d/f", os.O_WRONLY)
+    await writer.write(1000, b"b" * 5000)
+    await writer.close()
+    assert await reader.read(0, 10_000) == b"a" * 1000 + b"b" * 5000
+    assert (await reader.fstat()).size == 6000
+    await reader.close()
+
+
 async def test_rename_directory_moves_cached_children(setup: Any) -> None:
     cache, backend, clock, root = setup
     touch(root, "a/inner/file", b"abc")

@@ -29,7 +29,7 @@ import stat as _stat
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from ..types import Attrs, join, split
+from ..types import Attrs, VFSFile, join, split
 
 if TYPE_CHECKING:
     from .cached import CachingVFS
@@ -126,14 +126,32 @@ SetByPath = Callable[[bytes, "int | None", "tuple[int, int] | None"], Awaitable[
 
 class MemoryFile:
     """A read-only open answered from a copy: no handle on the server at all. fchmod and
-    futimens on it (allowed on a read-only descriptor) go by path while it names the file."""
+    futimens on it (allowed on a read-only descriptor) go by path while it names the file.
 
-    def __init__(self, path: bytes, data: bytes, attrs: Attrs, set_by_path: SetByPath) -> None:
+    The copy answers only while nothing changed the path (``changed``: a write through
+    another handle of the mount, a change reported from the server...): from then on the
+    reads go to a handle opened on the server (``reopen``), so a read after a write sees
+    it, as through an SFTP handle. (If that open fails, the file was renamed or removed:
+    what it held when opened is all there is to read.)"""
+
+    def __init__(
+        self,
+        path: bytes,
+        data: bytes,
+        attrs: Attrs,
+        set_by_path: SetByPath,
+        changed: Callable[[], bool] = lambda: False,
+        reopen: Callable[[], Awaitable[VFSFile]] | None = None,
+    ) -> None:
         self._path = path
         self._data = data
         self._attrs = attrs
         self._set_by_path = set_by_path
         self._orphaned = False
+        self._changed = changed
+        self._reopen = reopen
+        #: the server's handle, once the copy no longer answers
+        self._real: VFSFile | None = None
 
     @property
     def path(self) -> bytes:
@@ -145,7 +163,21 @@ class MemoryFile:
     def size_hint(self, size: int) -> None:
         pass
 
+    async def _current(self) -> VFSFile | None:
+        """The server's handle to read through, once the path changed; None: the copy."""
+        if self._real is None and self._reopen is not None and not self._orphaned:
+            if self._changed():
+                reopen, self._reopen = self._reopen, None  # once, whatever comes of it
+                try:
+                    self._real = await reopen()
+                except OSError:
+                    pass  # renamed or removed: the copy is what it held
+        return self._real
+
     async def read(self, offset: int, size: int) -> bytes:
+        real = await self._current()
+        if real is not None:
+            return await real.read(offset, size)
         return self._data[offset : offset + size]
 
     def _read_only(self) -> OSError:
@@ -158,7 +190,8 @@ class MemoryFile:
         raise self._read_only()
 
     async def fstat(self) -> Attrs:
-        return self._attrs
+        real = await self._current()
+        return await real.fstat() if real is not None else self._attrs
 
     async def setstat(self, mode: int | None = None, times: tuple[int, int] | None = None) -> None:
         if self._orphaned:  # its name is another file's now, and it has no handle
@@ -172,7 +205,8 @@ class MemoryFile:
         pass
 
     async def close(self) -> None:
-        pass
+        if self._real is not None:
+            await self._real.close()
 
 
 class ContentPrefetcher:
@@ -211,7 +245,16 @@ class ContentPrefetcher:
         data = self.copies.get(path, attrs) if self.enabled else None
         if data is None:
             return None
-        return MemoryFile(path, data, attrs, self._set_by_path)
+        cache = self._cache
+        opened = cache._generation(path)
+        return MemoryFile(
+            path,
+            data,
+            attrs,
+            self._set_by_path,
+            changed=lambda: cache._generation(path) != opened,
+            reopen=lambda: cache.inner.open(path, os.O_RDONLY),
+        )
 
     async def fetch_one(self, path: bytes, attrs: Attrs) -> MemoryFile | None:
         """A read-only open of a small file across a link, answered with one exec command
