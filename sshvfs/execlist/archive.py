@@ -21,15 +21,20 @@ def contents_command(remote_dir: bytes, max_file: int, max_files: int) -> bytes:
     bytes with the small readable regular files under ``remote_dir`` (absolute), paths
     relative to it. STATUS is tar's exit status (0: every file read whole and unchanged).
     Runs in a subshell: the long-lived shell's directory stays where it was."""
+    if not remote_dir.startswith(b"/"):
+        raise ValueError(f"remote directory must be an absolute path: {remote_dir!r}")
     size = str(max_file + 1).encode()  # find -size -Nc: fewer than N bytes
     count = str(max_files).encode()
-    return _framed(
-        remote_dir,
-        b"LC_ALL=C find . -type f -readable -size -"
+    return (
+        b"(t=$(mktemp) || exit 1; r=1; cd -- "
+        + quote(remote_dir)
+        + b" && { LC_ALL=C find . -type f -readable -size -"
         + size
         + b"c -print0 | head -z -n "
         + count
-        + b' | LC_ALL=C tar --null --no-recursion -T - -cf "$t" 2>/dev/null',
+        + b' | LC_ALL=C tar --null --no-recursion -T - -cf "$t" 2>/dev/null; r=$?; };'
+        + b""" printf '%s %s\\0' "$r" "$(wc -c < "$t")"; cat -- "$t"; rm -f -- "$t";"""
+        + b' [ "$r" = 0 ])'
     )
 
 
@@ -48,22 +53,6 @@ def file_command(remote_path: bytes) -> bytes:
         + b" -cf - -- "
         + quote(b"./" + name)
         + b" 2>/dev/null"
-    )
-
-
-def _framed(remote_dir: bytes, tar: bytes) -> bytes:
-    """Run ``tar`` (writing the archive to ``"$t"``) in ``remote_dir`` and print the
-    framing: ``STATUS LENGTH\\0`` then the archive."""
-    if not remote_dir.startswith(b"/"):
-        raise ValueError(f"remote directory must be an absolute path: {remote_dir!r}")
-    return (
-        b"(t=$(mktemp) || exit 1; r=1; cd -- "
-        + quote(remote_dir)
-        + b" && { "
-        + tar
-        + b"; r=$?; };"
-        + b""" printf '%s %s\\0' "$r" "$(wc -c < "$t")"; cat -- "$t"; rm -f -- "$t";"""
-        + b' [ "$r" = 0 ])'
     )
 
 

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import stat as _stat
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from ..types import Attrs, VFSFile
 from .owned import Owned
 
 if TYPE_CHECKING:
     from .cached import CachingVFS
+
+T = TypeVar("T")
 
 #: the mode bits a server may drop as it sees fit: never predicted
 _SET_ID = _stat.S_ISUID | _stat.S_ISGID
@@ -54,6 +56,15 @@ class CachedFile:
         if owned is not None and owned.file is self and update is not None and update(owned):
             vfs.owned.put(path, owned)
 
+    async def _sent(self, change: Awaitable[T]) -> T:
+        """Send a change the tracked record was already moved for: if it fails, what the
+        server holds is unknown, and the record ends."""
+        try:
+            return await change
+        except BaseException:
+            self._vfs.owned.pop(self._inner.path)
+            raise
+
     def orphan(self) -> None:
         self._inner.orphan()
 
@@ -79,11 +90,7 @@ class CachedFile:
             return True
 
         self._touch(wrote)
-        try:
-            return await self._inner.write(offset, data)
-        except BaseException:
-            self._vfs.owned.pop(self._inner.path)
-            raise
+        return await self._sent(self._inner.write(offset, data))
 
     async def truncate(self, size: int) -> None:
         self._touch()  # the mtime moves on the server: asked for later
@@ -116,11 +123,7 @@ class CachedFile:
             return True
 
         self._touch(changed)  # what the caches hold is no longer the server's truth
-        try:
-            await self._inner.setstat(mode, times)
-        except BaseException:
-            self._vfs.owned.pop(self._inner.path)
-            raise
+        await self._sent(self._inner.setstat(mode, times))
 
     async def flush(self) -> None:
         await self._inner.flush()

@@ -140,8 +140,8 @@ class MemoryFile:
         data: bytes,
         attrs: Attrs,
         set_by_path: SetByPath,
-        changed: Callable[[], bool] = lambda: False,
-        reopen: Callable[[], Awaitable[VFSFile]] | None = None,
+        changed: Callable[[], bool],
+        reopen: Callable[[], Awaitable[VFSFile]],
     ) -> None:
         self._path = path
         self._data = data
@@ -149,7 +149,8 @@ class MemoryFile:
         self._set_by_path = set_by_path
         self._orphaned = False
         self._changed = changed
-        self._reopen = reopen
+        #: until used (at most once)
+        self._reopen: Callable[[], Awaitable[VFSFile]] | None = reopen
         #: the server's handle, once the copy no longer answers
         self._real: VFSFile | None = None
 
