@@ -7,8 +7,11 @@ The data is a small source repository on the server: 4 KiB text files, 10 to a d
   a directory not yet looked up), per operation: p50 in the table, p99 below it.
 - ``save``: an editor's save (write a temp file, fsync, close, rename it over the file),
   per operation on a warm mount.
-- ``git-status``: ``git status`` on a fresh mount (the index's inode numbers are the other
-  mount's, so git reads what it must to be sure).
+- ``git-status``: ``git status`` on a fresh mount, the index as git on the server left it
+  (refreshed there before each run: a repository also used over ssh, or last used through
+  another mount). Git trusts an entry whose size, mtime, ctime, inode number and owner
+  match; sshfs shows its own inode numbers and ctime = mtime, so git reads every file to
+  be sure; sshvfs shows the server's where a listing told them.
 - ``grep-r``: ``grep -r`` over the repository on a fresh mount.
 - ``cp-r-out``: ``cp -r`` of the repository out of a fresh mount.
 
@@ -109,6 +112,11 @@ def save_run(ctx: Context, t: Target) -> Measured:
     return Measured(p50, p99, len(names))
 
 
+def git_index_on_server(ctx: Context) -> None:
+    """The index as the server's git leaves it (the other tool's run rewrote it)."""
+    ctx.sh(f"git -c safe.directory='*' -C {ctx.data / REPO} update-index -q --refresh")
+
+
 def git_status_run(ctx: Context, t: Target) -> None:
     ctx.sh(f"git -c safe.directory='*' -C {t.path(REPO)} status --porcelain > /dev/null")
 
@@ -151,6 +159,7 @@ register(
         name="git-status",
         measures="git status on a fresh mount (1,100 files in 110 dirs; quick: 200 in 20)",
         setup=repo_setup,
+        prepare=git_index_on_server,
         run=git_status_run,
         goal=2.0,
     )

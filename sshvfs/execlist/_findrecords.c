@@ -18,13 +18,14 @@
 #include <stdint.h>
 #include <string.h>
 
-#define NFIELDS 11
+#define NFIELDS 13
 #define NS_PER_S 1000000000LL
 /* the largest tv_sec whose nanoseconds (plus a fraction) still fit an int64 */
 #define MAX_SECONDS 9223372035LL
 
 enum {
-    F_PATH, F_KIND, F_MODE, F_SIZE, F_MTIME, F_ATIME, F_UID, F_GID, F_NLINK, F_TARGET, F_MARKER
+    F_PATH, F_KIND, F_MODE, F_SIZE, F_MTIME, F_ATIME, F_CTIME, F_UID, F_GID, F_NLINK, F_INO,
+    F_TARGET, F_MARKER
 };
 
 typedef struct {
@@ -177,26 +178,41 @@ is_plain_tuple_subclass(PyObject *type)
         && t->tp_itemsize == PyTuple_Type.tp_itemsize;
 }
 
+/* Attrs: mode, size, uid, gid, nlink, mtime_ns, atime_ns, ctime_ns, ino */
+#define ATTRS_N 9
+
+/* a new reference to have (whose value is had), or a new int of value; NULL on error */
+static PyObject *
+same_or_new(PyObject *have, long long had, long long value)
+{
+    if (have != NULL && had == value) {
+        Py_INCREF(have);
+        return have;
+    }
+    return PyLong_FromLongLong(value);
+}
+
 /* returns 1 (pair appended), 0 (unusual: give up), -1 (Python error set) */
 static int
 convert(field_t *f, long long resolution, PyTypeObject *entry_type, PyTypeObject *attrs_type,
         last_t *lasts, PyObject *out)
 {
     long bits = type_bits(f[F_KIND]);
-    unsigned long long perm, size, uid, gid, nlink; /* perm: 4 octal digits, <= 0o7777 */
-    long long mtime, atime;
+    unsigned long long perm, size, uid, gid, nlink, ino; /* perm: 4 octal digits, <= 0o7777 */
+    long long mtime, atime, ctime;
     Py_ssize_t name_at;
     if (bits < 0 || !parse_digits(f[F_MODE], 8, 4, &perm) || !parse_digits(f[F_SIZE], 10, 19, &size)
         || !parse_digits(f[F_UID], 10, 19, &uid) || !parse_digits(f[F_GID], 10, 19, &gid)
         || !parse_digits(f[F_NLINK], 10, 19, &nlink) || !parse_time(f[F_MTIME], resolution, &mtime)
-        || !parse_time(f[F_ATIME], resolution, &atime) || !check_path(f[F_PATH], &name_at))
+        || !parse_time(f[F_ATIME], resolution, &atime) || !parse_time(f[F_CTIME], resolution, &ctime)
+        || !parse_digits(f[F_INO], 10, 19, &ino) || !check_path(f[F_PATH], &name_at))
         return 0;
     if (f[F_MARKER].n != 1 || f[F_MARKER].p[0] != '/')
         return 0;
     if (f[F_TARGET].n && f[F_KIND].p[0] != 'l')
         return 0;
 
-    PyObject *attrs_items[7] = {
+    PyObject *attrs_items[ATTRS_N] = {
         unsigned_object(&lasts[0], (unsigned long long)bits | perm),
         unsigned_object(&lasts[1], size),
         unsigned_object(&lasts[2], uid),
@@ -204,14 +220,13 @@ convert(field_t *f, long long resolution, PyTypeObject *entry_type, PyTypeObject
         unsigned_object(&lasts[4], nlink),
         PyLong_FromLongLong(mtime),
         NULL,
+        NULL,
+        PyLong_FromUnsignedLongLong(ino),
     };
-    if (atime == mtime && attrs_items[5] != NULL) {
-        Py_INCREF(attrs_items[5]);
-        attrs_items[6] = attrs_items[5];
-    }
-    else {
-        attrs_items[6] = PyLong_FromLongLong(atime);
-    }
+    /* one object for equal times (a file written once has all three the same) */
+    attrs_items[6] = same_or_new(attrs_items[5], mtime, atime);
+    attrs_items[7] = ctime == atime ? same_or_new(attrs_items[6], atime, ctime)
+                                    : same_or_new(attrs_items[5], mtime, ctime);
     PyObject *path = PyBytes_FromStringAndSize(f[F_PATH].p, f[F_PATH].n);
     PyObject *name = NULL;
     if (path != NULL) {
@@ -232,17 +247,17 @@ convert(field_t *f, long long resolution, PyTypeObject *entry_type, PyTypeObject
         target = Py_None;
     }
     int failed = path == NULL || name == NULL || target == NULL;
-    for (int i = 0; i < 7; i++)
+    for (int i = 0; i < ATTRS_N; i++)
         failed |= attrs_items[i] == NULL;
     if (failed) {
-        for (int i = 0; i < 7; i++)
+        for (int i = 0; i < ATTRS_N; i++)
             Py_XDECREF(attrs_items[i]);
         Py_XDECREF(path);
         Py_XDECREF(name);
         Py_XDECREF(target);
         return -1;
     }
-    PyObject *attrs = named_tuple(attrs_type, attrs_items, 7);
+    PyObject *attrs = named_tuple(attrs_type, attrs_items, ATTRS_N);
     if (attrs == NULL) {
         Py_DECREF(path);
         Py_DECREF(name);

@@ -7,7 +7,7 @@ import io
 import os
 import tarfile
 
-from .commands import quote
+from .commands import end_status, quote
 
 
 def archive_limit(max_file: int, max_files: int) -> int:
@@ -97,13 +97,14 @@ class ContentParser:
 
 
 def _end_record(rest: bytearray) -> int | None:
-    """The shell's end record (``\\0 STATUS \\0 x9 / \\0``) that ``rest`` holds, once
-    whole: its status; None while it is still coming."""
+    """The shell's end record (see :func:`~sshvfs.execlist.commands.end_record`) that
+    ``rest`` holds, once whole: its status; None while it is still coming."""
     if len(rest) >= 2 and rest.endswith(b"/\0"):
         body = bytes(rest)
-        if not body.startswith(b"\0") or body[-11:-2] != b"\0" * 9:
+        status = end_status(body)
+        if status is None:
             raise ValueError(f"contents: bad end record {body[:40]!r}")
-        return int(body[1:-11])
+        return status
     if len(rest) > 32:
         raise ValueError("contents: trailing bytes after the archive")
     return None

@@ -20,7 +20,7 @@ from __future__ import annotations
 import errno
 import os
 
-from .parser import FIND_FORMAT, BulkParseError, ListingParser, parse_listing
+from .parser import FIND_FORMAT, NFIELDS, BulkParseError, ListingParser, parse_listing
 
 __all__ = [
     "FIND_FORMAT",
@@ -29,6 +29,7 @@ __all__ = [
     "ListingParser",
     "end_command",
     "end_record",
+    "end_status",
     "error_from_exit",
     "listing_command",
     "parse_listing",
@@ -98,13 +99,26 @@ PROBE_OUTPUT = _PROBE_EXPECTED
 def end_command(token: bytes) -> bytes:
     """What a long-lived shell runs after each command: the end record (an empty path, then
     the command's exit status) on stdout, and ``token`` alone on a line of stderr."""
-    end = b"printf '\\0%s" + b"\\0" * 9 + b'/\\0\' "$?"; '
+    end = b"printf '\\0%s" + b"\\0" * (NFIELDS - 2) + b'/\\0\' "$?"; '
     return end + b"printf '\\n%s\\n' " + quote(token) + b" >&2"
 
 
 def end_record(status: int) -> bytes:
     """The bytes :func:`end_command` prints after a command that exited with ``status``."""
-    return b"\0" + str(status).encode() + b"\0" * 9 + b"/\0"
+    return b"\0" + str(status).encode() + _END_TAIL
+
+
+#: what every end record ends with: the empty fields, then the marker
+_END_TAIL = b"\0" * (NFIELDS - 2) + b"/\0"
+
+
+def end_status(record: bytes) -> int | None:
+    """The exit status an end record (exactly, nothing after it) carries; None if
+    ``record`` is not one."""
+    if not record.startswith(b"\0") or not record.endswith(_END_TAIL):
+        return None
+    status = record[1 : -len(_END_TAIL)]
+    return int(status) if status.isdigit() and status.isascii() else None
 
 
 def probe_command() -> bytes:

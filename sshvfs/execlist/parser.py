@@ -33,13 +33,17 @@ try:
 except ImportError:  # no compiler at install time: the Python parser does it all
     _native = None
 
-__all__ = ["FIND_FORMAT", "BulkParseError", "ListingParser", "native", "parse_listing"]
+__all__ = ["FIND_FORMAT", "NFIELDS", "BulkParseError", "ListingParser", "native", "parse_listing"]
 
-#: ``-printf`` format (as find receives it): 10 NUL-terminated fields then the marker
-#: field ``/``, which no relative path (field 0) can ever equal.
-FIND_FORMAT = b"%P\\0%y\\0%m\\0%s\\0%T@\\0%A@\\0%U\\0%G\\0%n\\0%l\\0/\\0"
+#: ``-printf`` format (as find receives it): 12 NUL-terminated fields then the marker
+#: field ``/``, which no relative path (field 0) can ever equal. ``%C@`` and ``%i`` (ctime
+#: and inode number) are what SFTP v3 cannot tell: with them the mount shows the server's
+#: st_ino and st_ctime, so an index git wrote on the server (or on an earlier mount) still
+#: matches and ``git status`` reads no file to be sure.
+FIND_FORMAT = b"%P\\0%y\\0%m\\0%s\\0%T@\\0%A@\\0%C@\\0%U\\0%G\\0%n\\0%i\\0%l\\0/\\0"
 _MARKER = b"/"
-_NFIELDS = 11
+#: fields per record (the marker included); the shell's end record has as many
+NFIELDS = _NFIELDS = 13
 #: longest field accepted before calling the output garbage (a deep %P may exceed PATH_MAX)
 _MAX_FIELD = 1 << 20
 
@@ -109,6 +113,8 @@ def _floored(entry: Entry, resolution: int) -> Entry:
         a.nlink,
         a.mtime_ns - a.mtime_ns % resolution,  # floored, as tv_sec is for pre-epoch times
         a.atime_ns - a.atime_ns % resolution,
+        a.ctime_ns - a.ctime_ns % resolution,
+        a.ino,
     )
     return Entry(entry.name, attrs, entry.target)
 
@@ -122,7 +128,7 @@ def _check_path(path: bytes, index: int) -> bytes:
 
 
 def _parse_record(fields: Sequence[bytes], index: int) -> tuple[bytes, Entry]:
-    path, kind, mode, size, mtime, atime, uid, gid, nlink, target, marker = fields
+    path, kind, mode, size, mtime, atime, ctime, uid, gid, nlink, ino, target, marker = fields
     if marker != _MARKER:
         raise _fail(index, f"record marker missing (not {_NFIELDS} fields per entry?)", marker)
     name = _check_path(path, index)
@@ -141,6 +147,8 @@ def _parse_record(fields: Sequence[bytes], index: int) -> tuple[bytes, Entry]:
         nlink=_uint(nlink, "nlink", index),
         mtime_ns=_time_ns(mtime, "mtime", index),
         atime_ns=_time_ns(atime, "atime", index),
+        ctime_ns=_time_ns(ctime, "ctime", index),
+        ino=_uint(ino, "inode number", index),
     )
     # an empty %l on a symlink means find could not read it: unknown, not "empty target"
     return path, Entry(name=name, attrs=attrs, target=target or None)
@@ -171,9 +179,9 @@ def _fast_batch(fields: list[bytes], resolution: int) -> list[tuple[bytes, Entry
     column (bytes.join, isdigit, map), 4x faster than record by record. None when anything
     is unusual; the records are then parsed one by one, for a precise error."""
     n = len(fields) // _NFIELDS
-    paths, kinds, modes, sizes, mtimes, atimes, uids, gids, nlinks, targets, markers = (
-        fields[i::_NFIELDS] for i in range(_NFIELDS)
-    )
+    columns = [fields[i::_NFIELDS] for i in range(_NFIELDS)]
+    paths, kinds, modes, sizes, mtimes, atimes, ctimes, uids, gids, nlinks, inos = columns[:11]
+    targets, markers = columns[11:]
     if markers.count(_MARKER) != n or not _KINDS.issuperset(kinds):
         return None
     if b"" in paths or b"." in paths or b".." in paths:
@@ -190,6 +198,7 @@ def _fast_batch(fields: list[bytes], resolution: int) -> list[tuple[bytes, Entry
         and _digits(uids, 30)
         and _digits(gids, 30)
         and _digits(nlinks, 30)
+        and _digits(inos, 30)
     ):
         return None
     if any(targets) and not all(k == b"l" for k, t in zip(kinds, targets, strict=True) if t):
@@ -199,7 +208,8 @@ def _fast_batch(fields: list[bytes], resolution: int) -> list[tuple[bytes, Entry
     except ValueError:  # an 8 or a 9
         return None
     mtime_ns, atime_ns = _times(mtimes, resolution), _times(atimes, resolution)
-    if mtime_ns is None or atime_ns is None:
+    ctime_ns = _times(ctimes, resolution)
+    if mtime_ns is None or atime_ns is None or ctime_ns is None:
         return None
     bits = _TYPE_BITS
     new = tuple.__new__  # Attrs and Entry are NamedTuples: build them without the wrapper
@@ -207,11 +217,9 @@ def _fast_batch(fields: list[bytes], resolution: int) -> list[tuple[bytes, Entry
         return [
             (
                 path,
-                new(
-                    Entry, (name, new(Attrs, (bits[k] | perm, s, u, g, nl, mt, at)), target or None)
-                ),
+                new(Entry, (name, new(Attrs, (bits[k] | pm, s, u, g, nl, mt, at, ct, i)), target)),
             )
-            for path, name, k, perm, s, u, g, nl, mt, at, target in zip(
+            for path, name, k, pm, s, u, g, nl, mt, at, ct, i, target in zip(
                 paths,
                 names,
                 kinds,
@@ -222,7 +230,9 @@ def _fast_batch(fields: list[bytes], resolution: int) -> list[tuple[bytes, Entry
                 map(int, nlinks),
                 mtime_ns,
                 atime_ns,
-                targets,
+                ctime_ns,
+                map(int, inos),
+                [t or None for t in targets],
                 strict=True,
             )
         ]

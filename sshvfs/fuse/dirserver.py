@@ -22,7 +22,7 @@ import pyfuse3
 
 from ..vfs.types import VFS, Attrs, Entry, join
 from . import control as ctl
-from .compat.features import READDIR_REPLY_STAT
+from .compat.features import READDIR_REPLY_STAT, SHOWN_INO
 from .dirstreams import DirHandle, DirStreams, cookie
 from .inodes import InodeTable
 from .notify import notify_in_thread
@@ -153,6 +153,7 @@ class DirServer:
         start = max(start - DOTS, 0)  # from here on an index into the entries
         ready = handle.ready
         parent, lookup, entry = self.inodes.get(parent_ino), self.inodes.lookup_in, self.entry
+        show = self.inodes.show
         reply, template, shown, serial = (
             READDIR_REPLY_STAT,
             self._template,
@@ -172,7 +173,18 @@ class DirServer:
                 offset = cookie(serial, DOTS + index)
                 if reply is not None:
                     attrs = item.attrs if shown is None else shown(item.attrs)
-                    fits = reply(token, item.name, template, node.ino, attrs, offset)
+                    if SHOWN_INO:
+                        fits = reply(
+                            token,
+                            item.name,
+                            template,
+                            node.ino,
+                            attrs,
+                            offset,
+                            show(node, attrs.ino),
+                        )
+                    else:
+                        fits = reply(token, item.name, template, node.ino, attrs, offset)
                 else:
                     fits = pyfuse3.readdir_reply(
                         token, item.name, entry(node.ino, item.attrs), offset
@@ -200,10 +212,14 @@ class DirServer:
         node = self.inodes.get(handle.ino)
         attrs = _DOT_ATTRS
         for position in range(start, DOTS):
-            ino = node.ino if position == 0 else (node.parent or node).ino
+            dot = node if position == 0 else (node.parent or node)
+            ino = dot.ino
             name = b"." if position == 0 else b".."
             offset = cookie(handle.serial, position)
-            if READDIR_REPLY_STAT is not None:
+            if READDIR_REPLY_STAT is not None and SHOWN_INO:
+                shown = self.inodes.show(dot, 0)
+                fits = READDIR_REPLY_STAT(token, name, self._template, ino, attrs, offset, shown)
+            elif READDIR_REPLY_STAT is not None:
                 fits = READDIR_REPLY_STAT(token, name, self._template, ino, attrs, offset)
             else:
                 fits = pyfuse3.readdir_reply(token, name, self.entry(ino, attrs), offset)

@@ -3,6 +3,13 @@
 Nodes form a tree (parent pointer + name), so a rename moves a whole subtree in O(1) and a
 path is rebuilt by walking up. A node lives while the kernel holds lookups on it, a handle
 is open on it, or it still has live children; ``forget`` releases it.
+
+The kernel addresses a file by its node id, but stat() may show another st_ino
+(:meth:`InodeTable.show`): the server's inode number when a bulk listing told it, so that
+git's index (which records st_ino) written on the server or on an earlier mount still
+matches, and ``git status`` reads no file to be sure. The shown number is fixed when the
+kernel first sees the node and is unique among live nodes, so no two files the kernel
+holds ever look like one (cp's "same file" check, tar's and du's hard-link detection).
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ log = logging.getLogger(__name__)
 ROOT_INODE = int(pyfuse3.ROOT_INODE)
 #: inode numbers below this are reserved for the control directory
 FIRST_DYNAMIC_INODE = 100
+#: shown st_ino of a node whose own id a server file already shows: its id plus this
+_SPARE_INOS = 1 << 62
 
 
 class Node:
-    __slots__ = ("ino", "parent", "name", "lookups", "opens", "children", "stamp")
+    __slots__ = ("ino", "parent", "name", "lookups", "opens", "children", "stamp", "shown")
 
     def __init__(self, ino: int, parent: Node | None, name: bytes) -> None:
         self.ino = ino
@@ -33,6 +42,8 @@ class Node:
         self.children: dict[bytes, Node] = {}
         #: (size, mtime_ns) when the kernel's page cache of this file was last filled
         self.stamp: tuple[int, int] | None = None
+        #: the st_ino stat() shows (0: not chosen yet); see InodeTable.show
+        self.shown = 0
 
     @property
     def attached(self) -> bool:
@@ -60,6 +71,9 @@ class InodeTable:
         self.root.lookups = 1  # the kernel never forgets the root
         self._by_ino: dict[int, Node] = {ROOT_INODE: self.root}
         self._next = FIRST_DYNAMIC_INODE
+        self.root.shown = ROOT_INODE
+        #: shown st_ino -> the live node showing it
+        self._showing: dict[int, Node] = {ROOT_INODE: self.root}
 
     def __len__(self) -> int:
         return len(self._by_ino)
@@ -95,6 +109,31 @@ class InodeTable:
             out.append(current)
             stack.extend(current.children.values())
         return out
+
+    def show(self, node: Node, server_ino: int) -> int:
+        """The st_ino stat() shows for ``node``, chosen the first time it is asked for and
+        kept while the node lives: ``server_ino`` (the server's, 0 when unknown) unless a
+        live node already shows it, else the node id, else a number above 2**62."""
+        shown = node.shown
+        if shown:
+            return shown
+        showing = self._showing
+        if server_ino >= FIRST_DYNAMIC_INODE and server_ino not in showing:
+            shown = server_ino
+        elif node.ino not in showing:
+            shown = node.ino
+        else:  # a server file shows this node's id: ids have no other taker up here
+            shown = _SPARE_INOS + node.ino
+            while shown in showing:
+                shown += 1
+        node.shown = shown
+        showing[shown] = node
+        return shown
+
+    def shown_ino(self, ino: int, server_ino: int) -> int:
+        """:meth:`show` for the node of id ``ino`` (the id itself if none is live)."""
+        node = self._by_ino.get(ino)
+        return ino if node is None else self.show(node, server_ino)
 
     def nodes(self) -> list[Node]:
         return list(self._by_ino.values())
@@ -173,6 +212,8 @@ class InodeTable:
             node.ino != ROOT_INODE and node.lookups == 0 and node.opens == 0 and not node.children
         ):
             self._by_ino.pop(node.ino, None)
+            if node.shown and self._showing.get(node.shown) is node:
+                del self._showing[node.shown]
             parent = node.parent
             if parent is None:
                 return

@@ -22,7 +22,7 @@ import pyfuse3
 
 from ..vfs.types import VFS, Attrs, Change, VFSFile, join
 from . import control as ctl
-from .compat.features import NOFLUSH
+from .compat.features import NOFLUSH, SHOWN_INO
 from .dirserver import DirServer
 from .inodes import ROOT_INODE, InodeTable, Node
 from .notify import change_targets, notify_in_thread
@@ -159,7 +159,11 @@ class Operations(pyfuse3.Operations):
         e.st_blocks = (a.size + 511) // 512
         e.st_atime_ns = a.atime_ns
         e.st_mtime_ns = a.mtime_ns
-        e.st_ctime_ns = a.mtime_ns  # SFTP has no ctime; mtime is the closest truth
+        # SFTP has no ctime (0): the mtime is the closest truth; never before the mtime (a
+        # write through the mount moves the mtime, and a server's ctime with it)
+        e.st_ctime_ns = a.ctime_ns if a.ctime_ns > a.mtime_ns else a.mtime_ns
+        if SHOWN_INO:
+            e.st_ino_shown = self.inodes.shown_ino(ino, a.ino)
         return e
 
     def shown(self, a: Attrs) -> Attrs:

@@ -22,6 +22,8 @@ def attrs_of(st: os.stat_result) -> Attrs:
         nlink=st.st_nlink,
         mtime_ns=st.st_mtime_ns,
         atime_ns=st.st_atime_ns,
+        ctime_ns=st.st_ctime_ns,
+        ino=st.st_ino,
     )
 
 

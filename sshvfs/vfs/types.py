@@ -50,6 +50,11 @@ class Attrs(NamedTuple):
     nlink: int
     mtime_ns: int
     atime_ns: int
+    #: 0 when unknown (SFTP v3 has no ctime); the mount then shows the mtime
+    ctime_ns: int = 0
+    #: the server's inode number; 0 when unknown (SFTP v3 has none). The mount shows it as
+    #: st_ino when it can (see :mod:`sshvfs.fuse.inodes`); it is never an identity here.
+    ino: int = 0
 
     @property
     def type(self) -> FileType:

@@ -22,6 +22,8 @@ from sshvfs.execlist.commands import (
     BulkCommandError,
     BulkParseError,
     ListingParser,
+    end_record,
+    end_status,
     error_from_exit,
     listing_command,
     parse_listing,
@@ -30,6 +32,7 @@ from sshvfs.execlist.commands import (
     quote,
     tree_command,
 )
+from sshvfs.execlist.parser import NFIELDS
 from sshvfs.vfs.cache.walks import WalkDetector
 from sshvfs.vfs.types import Entry
 
@@ -245,6 +248,9 @@ def _check(top: bytes, rel: bytes, entry: Entry, check_atime: bool = True) -> No
     )
     # GNU find prints tv_nsec in full, so the comparison is exact to the nanosecond
     assert a.mtime_ns == st.st_mtime_ns, rel
+    # reading a file or a symlink (find's %l) may change its atime, never its ctime
+    assert a.ctime_ns == st.st_ctime_ns, rel
+    assert a.ino == st.st_ino, rel
     # find's %l reads each symlink after lstat-ing it: that may bump the link's atime
     if check_atime and not stat.S_ISLNK(st.st_mode):
         assert a.atime_ns == st.st_atime_ns, rel
@@ -268,6 +274,8 @@ def test_listing_of_hostile_directory(tmp_path: Path, shell: str) -> None:
     by_name = dict(entries)
     assert by_name[b"plain"].attrs.mode == stat.S_IFREG | 0o4755
     assert by_name[b"plain"].attrs.nlink == 2
+    assert by_name[b"hard link"].attrs.ino == by_name[b"plain"].attrs.ino
+    assert len({e.attrs.ino for e in by_name.values()}) == len(by_name) - 1
     assert by_name[b"plain"].size == 5
     assert by_name[b"--"].attrs.mode == stat.S_IFREG
     assert stat.S_ISFIFO(by_name[b"fifo\n"].attrs.mode)
@@ -281,8 +289,13 @@ def test_find_prints_nanoseconds(tmp_path: Path) -> None:
     top = _hostile_tree(tmp_path)
     stdout = run_sh(listing_command(top), tmp_path).stdout
     fields = stdout.split(b"\0")[:-1]
-    times = [f for i, f in enumerate(fields) if i % 11 in (4, 5)]
+    assert len(fields) % NFIELDS == 0 and fields[NFIELDS - 1 :: NFIELDS] == [b"/"] * (
+        len(fields) // NFIELDS
+    )
+    times = [f for i, f in enumerate(fields) if i % NFIELDS in (4, 5, 6)]  # %T@ %A@ %C@
     assert times and all(re.fullmatch(rb"-?\d+\.\d{9,}", t) for t in times), times[:4]
+    inos = fields[10::NFIELDS]  # %i
+    assert inos and all(re.fullmatch(rb"\d+", i) for i in inos), inos[:4]
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -362,7 +375,7 @@ def _capture(tmp_path: Path) -> bytes:
         open(os.path.join(os.fsencode(small), name), "wb").close()
     os.symlink(b"t", os.path.join(os.fsencode(small), b"l"))
     stdout = run_sh(listing_command(os.fsencode(small)), tmp_path).stdout
-    assert stdout.count(b"\0") == 33
+    assert stdout.count(b"\0") == 3 * 13
     return stdout
 
 
@@ -396,8 +409,8 @@ def test_every_truncation_is_detected(tmp_path: Path) -> None:
     for cut in range(len(data)):
         prefix = data[:cut]
         nuls = prefix.count(b"\0")
-        if nuls % 11 == 0 and (cut == 0 or prefix.endswith(b"\0")):
-            assert parse_listing(prefix) == whole[: nuls // 11]
+        if nuls % 13 == 0 and (cut == 0 or prefix.endswith(b"\0")):
+            assert parse_listing(prefix) == whole[: nuls // 13]
             ok += 1
         else:
             with pytest.raises(BulkParseError) as info:
@@ -407,14 +420,40 @@ def test_every_truncation_is_detected(tmp_path: Path) -> None:
     assert ok == 3  # empty output plus after records 1 and 2
 
 
-GOOD = [b"d/n", b"f", b"644", b"10", b"1.5", b"2", b"1000", b"1000", b"1", b"", b"/"]
+GOOD = [b"d/n", b"f", b"644", b"10", b"1.5", b"2", b"3.25"]
+GOOD += [b"1000", b"1000", b"1", b"4242", b"", b"/"]
+#: the fields of FIND_FORMAT, in order
+NAMES = ["path", "kind", "mode", "size", "mtime", "atime", "ctime"]
+NAMES += ["uid", "gid", "nlink", "ino", "target", "marker"]
+#: GOOD as find 4.x prints it (10 fraction digits): what the fast paths take
+FIND4 = [*GOOD[:4], b"1.5000000000", b"2.0000000000", b"3.2500000000", *GOOD[7:]]
 
 
 def _record(**changes: bytes) -> bytes:
-    names = ["path", "kind", "mode", "size", "mtime", "atime"]
-    names += ["uid", "gid", "nlink", "target", "marker"]
-    fields = [changes.get(n, v) for n, v in zip(names, GOOD, strict=True)]
+    assert set(changes) <= set(NAMES), changes
+    fields = [changes.get(n, v) for n, v in zip(NAMES, GOOD, strict=True)]
     return b"\0".join(fields) + b"\0"
+
+
+def test_record_shape_matches_find_format() -> None:
+    assert len(GOOD) == len(NAMES) == len(FIND4) == NFIELDS == lp._NFIELDS == 13
+    directives = FIND_FORMAT.split(b"\\0")
+    assert directives[-1] == b""  # every field NUL-terminated, the marker too
+    assert dict(zip(NAMES, directives[:-1], strict=True)) == {
+        "path": b"%P",
+        "kind": b"%y",
+        "mode": b"%m",
+        "size": b"%s",
+        "mtime": b"%T@",
+        "atime": b"%A@",
+        "ctime": b"%C@",
+        "uid": b"%U",
+        "gid": b"%G",
+        "nlink": b"%n",
+        "ino": b"%i",
+        "target": b"%l",
+        "marker": b"/",
+    }
 
 
 def test_parse_synthetic_record() -> None:
@@ -422,8 +461,8 @@ def test_parse_synthetic_record() -> None:
     assert rel == b"d/n" and entry.name == b"n" and entry.target is None
     a = entry.attrs
     assert a.mode == stat.S_IFREG | 0o644 and a.size == 10
-    assert (a.mtime_ns, a.atime_ns) == (1_500_000_000, 2_000_000_000)
-    assert (a.uid, a.gid, a.nlink) == (1000, 1000, 1)
+    assert (a.mtime_ns, a.atime_ns, a.ctime_ns) == (1_500_000_000, 2_000_000_000, 3_250_000_000)
+    assert (a.uid, a.gid, a.nlink, a.ino) == (1000, 1000, 1, 4242)
     assert parse_listing(b"") == []
     kinds = {
         b"c": stat.S_IFCHR,
@@ -439,6 +478,52 @@ def test_parse_synthetic_record() -> None:
     assert parse_listing(_record(kind=b"l", target=b""))[0][1].target is None
 
 
+@pytest.mark.parametrize("resolution", [1, 10**9])
+def test_ctime_and_ino_come_through(resolution: int) -> None:
+    """%C@ and %i land in Attrs.ctime_ns and Attrs.ino, in every parser path: the C one
+    and the batch one (find 4.x times), the record one (other times), at either resolution."""
+
+    def floor(ns: int) -> int:
+        return ns - ns % resolution
+
+    cases = [
+        # (ctime field, expected ns, ino field, expected ino)
+        (b"1700000001.2500000000", 1_700_000_001_250_000_000, b"123456789", 123_456_789),
+        (b"1.5000000000", 1_500_000_000, b"0", 0),  # ctime == mtime
+        (b"2.0000000000", 2_000_000_000, b"0042", 42),  # ctime == atime
+        (b"-2.5000000000", -1_500_000_000, b"9" * 19, 10**19 - 1),  # pre-epoch; C's limit
+        (b"9223372035.9999999999", 9_223_372_035_999_999_999, b"1" * 20, int(b"1" * 20)),
+        (b"7.25", 7_250_000_000, b"18446744073709551615", 2**64 - 1),  # record path
+        (b"8", 8_000_000_000, b"7", 7),
+    ]
+    data = b"".join(
+        _record(path=b"p%d" % i, mtime=FIND4[4], atime=FIND4[5], ctime=c, ino=ino)
+        for i, (c, _, ino, _) in enumerate(cases)
+    )
+    # in one chunk, and record by record (so each record takes the C path on its own)
+    whole = ListingParser(resolution).feed(data)
+    parser = ListingParser(resolution)
+    apart = [e for i in range(len(data)) for e in parser.feed(data[i : i + 1])]
+    parser.close()
+    for got in (whole, apart):
+        assert [p for p, _ in got] == [b"p%d" % i for i in range(len(cases))]
+        for (_, entry), (_, ns, _, ino) in zip(got, cases, strict=True):
+            a = entry.attrs
+            assert (a.ctime_ns, a.ino) == (floor(ns), ino), entry
+            assert (a.mtime_ns, a.atime_ns) == (floor(1_500_000_000), floor(2_000_000_000))
+            assert (a.size, a.uid, a.gid, a.nlink) == (10, 1000, 1000, 1)
+    # the batch path and the reference record path give the same
+    fields = data.split(b"\0")[:-1]
+    one_by_one = [
+        lp._parse_record(fields[i : i + NFIELDS], 0) for i in range(0, len(fields), NFIELDS)
+    ]
+    assert [(p, e.attrs.ctime_ns, e.attrs.ino) for p, e in one_by_one] == [
+        (b"p%d" % i, ns, ino) for i, (_, ns, _, ino) in enumerate(cases)
+    ]
+    batch = lp._fast_batch(fields[: 5 * NFIELDS], resolution)  # the find 4.x times
+    assert batch == [(p, lp._floored(e, resolution)) for p, e in one_by_one[:5]]
+
+
 @pytest.mark.parametrize(
     ("text", "ns"),
     [
@@ -452,8 +537,16 @@ def test_parse_synthetic_record() -> None:
         (b"9999999999999.9999999990", 9_999_999_999_999_999_999_999),
     ],
 )
-def test_time_conversion_is_exact(text: bytes, ns: int) -> None:
-    assert parse_listing(_record(mtime=text, atime=text))[0][1].attrs.mtime_ns == ns
+@pytest.mark.parametrize("field", ["mtime", "atime", "ctime"])
+def test_time_conversion_is_exact(text: bytes, ns: int, field: str) -> None:
+    attrs = parse_listing(_record(**{field: text}))[0][1].attrs
+    assert getattr(attrs, field + "_ns") == ns
+    others = {"mtime": 1_500_000_000, "atime": 2_000_000_000, "ctime": 3_250_000_000}
+    del others[field]  # the other times are GOOD's, untouched
+    assert {f: getattr(attrs, f + "_ns") for f in others} == others
+    # all three the same (the C path then shares one int object): each still exact
+    same = parse_listing(_record(mtime=text, atime=text, ctime=text))[0][1].attrs
+    assert (same.mtime_ns, same.atime_ns, same.ctime_ns) == (ns, ns, ns)
 
 
 @pytest.mark.parametrize(
@@ -489,6 +582,20 @@ def test_time_conversion_is_exact(text: bytes, ns: int) -> None:
         {"atime": b"1."},
         {"atime": b".5"},
         {"atime": b"1e9"},
+        {"ctime": b"1.2.3"},
+        {"ctime": b""},
+        {"ctime": b"-"},
+        {"ctime": b"1."},
+        {"ctime": b"1e9"},
+        {"ctime": b"1.5000000000 "},
+        {"ino": b"x"},
+        {"ino": b""},
+        {"ino": b"-1"},
+        {"ino": b"12a"},
+        {"ino": b"1.0"},
+        {"ino": b"+5"},
+        {"ino": b"\xd9\xa3"},
+        {"ino": b"1" * 31},
         {"target": b"t"},
     ],
 )
@@ -499,15 +606,48 @@ def test_malformed_records_raise(bad: dict[str, bytes]) -> None:
     assert "record 1" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("mode", b"9", "mode is not octal permission bits"),
+        ("size", b"12a", "size is not a decimal number"),
+        ("mtime", b"1.2.3", "mtime is not a find %T@ time"),
+        ("atime", b"1e9", "atime is not a find %T@ time"),
+        ("ctime", b"1.2.3", "ctime is not a find %T@ time"),
+        ("ctime", b"", "ctime is not a find %T@ time"),
+        ("uid", b"x", "uid is not a decimal number"),
+        ("gid", b"1.0", "gid is not a decimal number"),
+        ("nlink", b"", "nlink is not a decimal number"),
+        ("ino", b"x", "inode number is not a decimal number"),
+        ("ino", b"-1", "inode number is not a decimal number"),
+        ("ino", b"", "inode number is not a decimal number"),
+    ],
+)
+def test_malformed_field_is_named(field: str, value: bytes, message: str) -> None:
+    """Whichever path declines first, the error names the field and shows its value."""
+    good = _record(path=b"a", mtime=FIND4[4], atime=FIND4[5], ctime=FIND4[6])
+    bad = _record(**{field: value})
+    for data, index in ((bad, 0), (good + bad + good, 1), (good * 3 + bad, 3)):
+        with pytest.raises(BulkParseError) as info:
+            parse_listing(data)
+        assert info.value.errno == errno.EIO
+        assert f"record {index}: {message}: {value!r}" in str(info.value)
+
+
 def test_wrong_field_counts() -> None:
     extra = _record()[:-1] + b"\0extra\0"
     with pytest.raises(BulkParseError, match="marker"):
         parse_listing(extra + _record())
-    short = b"\0".join(GOOD[:10]) + b"\0"
-    with pytest.raises(BulkParseError):
-        parse_listing(short + _record())
-    with pytest.raises(BulkParseError, match="truncated"):
-        parse_listing(short)
+    for fields in (10, 11, 12):  # 11: a record of the former format (no ctime, no ino)
+        short = b"\0".join([*GOOD[: fields - 1], b"/"]) + b"\0"
+        with pytest.raises(BulkParseError):
+            parse_listing(short + _record())
+        with pytest.raises(BulkParseError, match="truncated"):
+            parse_listing(short)
+    old = [*GOOD[:6], *GOOD[7:10], *GOOD[11:]]  # path .. atime, uid, gid, nlink, target, /
+    assert len(old) == 11
+    with pytest.raises(BulkParseError, match="marker"):
+        parse_listing((b"\0".join(old) + b"\0") * 13)  # whole new-format records of them
     with pytest.raises(BulkParseError, match="truncated"):
         parse_listing(_record() + b"d/n")
     with pytest.raises(BulkParseError, match="too long"):
@@ -570,36 +710,59 @@ def test_batch_and_record_parsers_agree(tmp_path: Path) -> None:
     top = _hostile_tree(tmp_path)
     for command in (listing_command(top), tree_command(top, None)):
         fields = run_sh(command, tmp_path).stdout.split(b"\0")[:-1]
-        one_by_one = [lp._parse_record(fields[i : i + 11], 0) for i in range(0, len(fields), 11)]
+        one_by_one = [
+            lp._parse_record(fields[i : i + NFIELDS], 0) for i in range(0, len(fields), NFIELDS)
+        ]
         assert one_by_one and lp._fast_batch(fields, 1) == one_by_one
+        assert all(e.attrs.ino > 0 and e.attrs.ctime_ns > 0 for _, e in one_by_one)
         seconds = lp._fast_batch(fields, 10**9)
         assert seconds == [(p, lp._floored(e, 10**9)) for p, e in one_by_one]
     # every single-field corruption: the batch declines (or agrees), one by one raises
-    for i in range(len(GOOD)):
-        for bad in (b"", b"x", b"-1", b"\xd9\xa3", b" 1", b"1" * 31, b"77777", b"9", b"/"):
-            record = list(GOOD)
-            record[i] = bad
-            fields = [b"a", *GOOD[1:], *record]
-            try:
-                expected = [lp._parse_record(GOOD, 0), lp._parse_record(record, 1)]
-            except BulkParseError:
-                assert lp._fast_batch(fields, 1) is None, (i, bad)
-            else:
-                assert lp._fast_batch(fields, 1) in (None, expected), (i, bad)
+    assert lp._fast_batch([b"a", *FIND4[1:]], 1) == [lp._parse_record([b"a", *FIND4[1:]], 0)]
+    for base in (GOOD, FIND4):  # FIND4: times the batch takes, so it must judge the rest
+        for i in range(len(base)):
+            for bad in (b"", b"x", b"-1", b"\xd9\xa3", b" 1", b"1" * 31, b"77777", b"9", b"/"):
+                record = list(base)
+                record[i] = bad
+                fields = [b"a", *base[1:], *record]
+                try:
+                    expected = [lp._parse_record(fields[:NFIELDS], 0), lp._parse_record(record, 1)]
+                except BulkParseError:
+                    assert lp._fast_batch(fields, 1) is None, (i, bad)
+                else:
+                    assert lp._fast_batch(fields, 1) in (None, expected), (i, bad)
     for path in (b"a//b", b"/a", b"a/", b"./a", b"a/./b", b"a/..", b"../a"):
         assert lp._fast_batch([path, *GOOD[1:]], 1) is None
-    data = _record(path=b"a/b/c", mtime=b"1.5000000000", atime=b"2.0000000000")
-    assert lp._fast_batch(data.split(b"\0")[:-1], 1) == parse_listing(data)
+        assert lp._fast_batch([path, *FIND4[1:]], 1) is None
+    data = _record(path=b"a/b/c", mtime=FIND4[4], atime=FIND4[5], ctime=b"3.0000000070", ino=b"9")
+    batch = lp._fast_batch(data.split(b"\0")[:-1], 1)
+    assert batch == parse_listing(data) and batch is not None
+    assert (batch[0][1].attrs.ctime_ns, batch[0][1].attrs.ino) == (3_000_000_007, 9)
 
 
 def test_time_resolution_floors() -> None:
     parser = ListingParser(time_resolution_ns=10**9)
-    [(_, entry)] = parser.feed(_record(mtime=b"1700000000.9999999990", atime=b"-2.5000000000"))
+    [(_, entry)] = parser.feed(
+        _record(mtime=b"1700000000.9999999990", atime=b"-2.5000000000", ctime=b"-1.9999999990")
+    )
     assert entry.mtime_ns == 1_700_000_000 * 10**9
     assert entry.attrs.atime_ns == -2 * 10**9  # -1.5 s floors to tv_sec -2, as stat says
+    assert entry.attrs.ctime_ns == -(10**9)  # -1 ns (tv_sec -1 + tv_nsec): tv_sec -1
+    assert entry.attrs.ino == 4242  # not a time: never floored
     # find 4.x's 10 fraction digits take the batch path; anything else the record path
-    [(_, odd)] = ListingParser(10**9).feed(_record(mtime=b"5.5", atime=b"-1.9999999990"))
-    assert (odd.mtime_ns, odd.attrs.atime_ns) == (5 * 10**9, -(10**9))
+    [(_, odd)] = ListingParser(10**9).feed(
+        _record(mtime=b"5.5", atime=b"-1.9999999990", ctime=b"-3.999")
+    )
+    assert (odd.mtime_ns, odd.attrs.atime_ns, odd.attrs.ctime_ns) == (
+        5 * 10**9,
+        -(10**9),
+        -3 * 10**9,
+    )
+    assert odd.attrs.ino == 4242
+    # a coarser resolution, on both paths
+    for ctime in (b"1234.5678901230", b"1234.567890123"):
+        [(_, ms)] = ListingParser(10**6).feed(_record(ctime=ctime))
+        assert ms.attrs.ctime_ns == 1_234_567_000_000
     with pytest.raises(ValueError):
         ListingParser(time_resolution_ns=0)
 
@@ -647,9 +810,50 @@ def test_framed_output_through_a_long_lived_shell(tmp_path: Path, shell: str) ->
     with pytest.raises(BulkParseError, match="truncated"):
         parser.close()
     with pytest.raises(BulkParseError, match="end record"):
-        ListingParser(framed=True).feed(b"\0x" + b"\0" * 9 + b"/\0")
+        ListingParser(framed=True).feed(b"\0x" + b"\0" * 11 + b"/\0")
+    with pytest.raises(BulkParseError, match="end record"):  # a field too many
+        ListingParser(framed=True).feed(b"\x000" + b"\0" * 10 + b"x\0/\0")
+    parser = ListingParser(framed=True)  # the former end record: 2 fields short
+    assert parser.feed(b"\x000" + b"\0" * 9 + b"/\0") == [] and parser.exit_status is None
+    with pytest.raises(BulkParseError, match="truncated"):
+        parser.close()
     with pytest.raises(BulkParseError):  # unframed: an empty path is just bad
         ListingParser().feed(bulk.end_record(0))
+
+
+def test_end_record_has_a_record_s_fields() -> None:
+    for status in (0, 1, 127, 255):
+        record = end_record(status)
+        fields = record.split(b"\0")
+        assert fields[-1] == b""  # NUL-terminated
+        assert fields[:-1] == [b"", str(status).encode()] + [b""] * (NFIELDS - 3) + [b"/"]
+        assert record == b"\0" + str(status).encode() + b"\0" * 11 + b"/\0"
+        assert end_status(record) == status
+        parser = ListingParser(framed=True)
+        assert parser.feed(record) == [] and parser.exit_status == status
+        parser.close()
+    for bad in (
+        b"",
+        b"/\0",
+        b"\x000" + b"\0" * 9 + b"/\0",  # the former 11-field record
+        b"\x000" + b"\0" * 12 + b"/\0",
+        b"0" + b"\0" * 11 + b"/\0",
+        b"\0" + b"\0" * 11 + b"/\0",  # no status
+        b"\0x" + b"\0" * 11 + b"/\0",
+        b"\0-1" + b"\0" * 11 + b"/\0",
+        b"\0\xd9\xa3" + b"\0" * 11 + b"/\0",
+        b"\x000" + b"\0" * 11 + b"/\0x",
+        end_record(0) + end_record(0),
+    ):
+        assert end_status(bad) is None, bad
+
+
+@pytest.mark.parametrize("status", [0, 3, 127])
+def test_end_command_prints_the_end_record(tmp_path: Path, status: int) -> None:
+    done = run_sh(b"(exit %d); " % status + bulk.end_command(b"t'ok"), tmp_path)
+    assert done.returncode == 0
+    assert done.stdout == end_record(status) and end_status(done.stdout) == status
+    assert done.stderr == b"\nt'ok\n"
 
 
 # --------------------------------------------------------------------------- policy

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import stat
 import subprocess
 import tarfile
@@ -17,7 +18,7 @@ from sshvfs.execlist.archive import (
     file_command,
     parse_archive,
 )
-from sshvfs.execlist.commands import end_record
+from sshvfs.execlist.commands import end_command, end_record
 from sshvfs.vfs.cache.contents import MAX_FILE, MAX_FILES, ContentCache
 from sshvfs.vfs.types import Attrs
 
@@ -40,11 +41,16 @@ def _attrs(size: int, mtime_s: int, mode: int = stat.S_IFREG | 0o644) -> Attrs:
 
 def _shell_output(cmd: bytes) -> bytes:
     """What ``cmd`` prints in the long-lived shell: its output, then the end record."""
-    return subprocess.run(
-        ["sh", "-c", cmd + b"; printf '\\0%s\\0\\0\\0\\0\\0\\0\\0\\0\\0/\\0' $?"],
+    done = subprocess.run(
+        ["sh", "-c", cmd + b"; " + end_command(b"token")],
         capture_output=True,
         check=True,
-    ).stdout
+    )
+    assert done.stderr.endswith(b"\ntoken\n")
+    # the end record: an empty path, the status, then empty fields up to a listing
+    # record's 13 (the marker "/" last)
+    assert re.search(rb"\0[0-9]+\0{11}/\0\Z", done.stdout), done.stdout[-40:]
+    return done.stdout
 
 
 def _run_framed(cmd: bytes) -> ContentParser:
@@ -66,6 +72,54 @@ def test_parser_reads_the_frame_in_any_chunks() -> None:
         assert parser.archive is not None
         got = parse_archive(parser.archive)
         assert got == {k.encode(): v for k, v in files.items()}
+
+
+def _bare(archive: bytes) -> bytes:
+    """A one-file ``archive`` (a header, one data block) without tarfile's padding after
+    its two zero blocks, as ``tar -b 1`` ends it."""
+    assert archive[1024:] == bytes(len(archive) - 1024)
+    return archive[:2048]
+
+
+@pytest.mark.parametrize("status", [0, 2, 127])
+def test_parsers_read_the_end_record_s_status(status: int) -> None:
+    archive = _archive({"a": (5, b"hello")})
+    stream = b"0 %d\0" % len(archive) + archive + end_record(status)
+    parser = ContentParser(LIMIT)
+    parser.feed(stream[:-1])
+    assert parser.exit_status is None  # the end record is not whole yet
+    parser.feed(stream[-1:])
+    assert parser.exit_status == status and parser.tar_status == 0
+    bare = _bare(archive)  # as tar -b 1 sends it
+    files = FileParser(LIMIT)
+    for i in range(0, len(bare + end_record(status)), 100):
+        files.feed((bare + end_record(status))[i : i + 100])
+    assert files.exit_status == status and files.archive == bare
+    alone = FileParser(LIMIT)  # tar could not start: the end record comes alone
+    alone.feed(end_record(status))
+    assert alone.exit_status == alone.tar_status == status and alone.archive is None
+
+
+#: end records every parser of a shell's framed output refuses
+BAD_END_RECORDS = (
+    b"\x000" + b"\0" * 9 + b"/\0",  # the former end record, 2 fields short
+    b"\x000" + b"\0" * 12 + b"/\0",
+    b"\0x" + b"\0" * 11 + b"/\0",
+    b"\x000" + b"\0" * 10 + b"x\0/\0",
+)
+
+
+def test_parsers_refuse_a_malformed_end_record() -> None:
+    archive = _archive({"a": (5, b"hello")})
+    head = b"0 %d\0" % len(archive) + archive
+    bare = _bare(archive)
+    for bad in BAD_END_RECORDS:
+        with pytest.raises(ValueError, match="end record"):
+            ContentParser(LIMIT).feed(head + bad)
+        with pytest.raises(ValueError, match="end record"):
+            FileParser(LIMIT).feed(bare + bad)
+        with pytest.raises(ValueError, match="end record"):
+            FileParser(LIMIT).feed(bad)
 
 
 def test_parser_refuses_garbage() -> None:

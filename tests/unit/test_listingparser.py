@@ -18,8 +18,14 @@ from sshvfs.vfs.types import Attrs, Entry
 
 pytestmark = pytest.mark.skipif(not lp.native(), reason="the C parser is not built")
 
-GOOD = [b"n", b"f", b"644", b"10", b"1.5000000000", b"2.0000000000"]
-GOOD += [b"1000", b"1000", b"1", b"", b"/"]
+GOOD = [b"n", b"f", b"644", b"10", b"1.5000000000", b"2.0000000000", b"3.2500000000"]
+GOOD += [b"1000", b"1000", b"1", b"4242", b"", b"/"]
+NAMES = ["path", "kind", "mode", "size", "mtime", "atime", "ctime"]
+NAMES += ["uid", "gid", "nlink", "ino", "target", "marker"]
+#: the shell's end record (see commands.end_record): an empty path, the status, then
+#: empty fields up to the record's 13, the last the marker
+END0 = b"\x000" + b"\0" * 11 + b"/\0"
+END127 = b"\x00127" + b"\0" * 11 + b"/\0"
 
 _digits = st.text("0123456789", min_size=0, max_size=31).map(str.encode)
 _numbers = st.one_of(
@@ -50,21 +56,24 @@ _fields = {
     1: st.sampled_from([b"f", b"d", b"l", b"p", b"s", b"c", b"b", b"D", b"U", b"x", b"", b"ff"]),
     2: st.one_of(st.text("012345678", max_size=6).map(str.encode), st.just(b"7777")),
     3: _numbers,
-    4: _times,
-    5: _times,
-    6: _numbers,
+    4: _times,  # mtime
+    5: _times,  # atime
+    6: st.one_of(_times, st.sampled_from([GOOD[4], GOOD[5]])),  # ctime, often == m/atime
     7: _numbers,
     8: _numbers,
-    9: st.sampled_from([b"", b"t", b"x\ny -> z"]),
-    10: st.sampled_from([b"/", b"/", b"/", b"x", b""]),
+    9: _numbers,
+    10: _numbers,  # ino
+    11: st.sampled_from([b"", b"t", b"x\ny -> z"]),
+    12: st.sampled_from([b"/", b"/", b"/", b"x", b""]),
 }
+assert len(GOOD) == len(NAMES) == len(_fields) == lp.NFIELDS
 
 
 @st.composite
 def records(draw: st.DrawFn) -> bytes:
     """One record: mostly valid, with 0 to 3 fields replaced by edge values."""
     fields = list(GOOD)
-    for i in draw(st.lists(st.integers(0, 10), max_size=3)):
+    for i in draw(st.lists(st.integers(0, lp.NFIELDS - 1), max_size=3)):
         fields[i] = draw(_fields[i])
     if draw(st.integers(0, 30)) == 0:  # a wrong field count now and then
         fields = fields[:-1] if draw(st.booleans()) else [*fields, b"extra"]
@@ -96,7 +105,15 @@ def _split(data: bytes, cuts: list[int]) -> list[bytes]:
     st.lists(records(), max_size=6),
     st.lists(st.integers(0, 400), max_size=3),
     st.sampled_from([1, 7, 1000, 10**9, 3 * 10**9]),
-    st.sampled_from([None, b"\x000\0\0\0\0\0\0\0\0\0/\0", b"\x00127\0\0\0\0\0\0\0\0\0/\0x\0"]),
+    st.sampled_from(
+        [
+            None,
+            END0,
+            END127 + b"x\0",  # output after the end record
+            b"\x000" + b"\0" * 9 + b"/\0",  # the former, 11-field end record: truncated
+            b"\x000" + b"\0" * 10 + b"x\0/\0",  # a field not empty
+        ]
+    ),
 )
 def test_native_and_python_parsers_agree(
     recs: list[bytes], cuts: list[int], resolution: int, end: bytes | None
@@ -130,26 +147,48 @@ def test_native_parse_contract(recs: list[bytes], start: int, resolution: int) -
     assert pairs == reference.feed(data[start:end])
     reference.close()
     rest = data[end:]
-    assert rest.count(b"\0") < 11 or rest.startswith(b"\0")
+    assert rest.count(b"\0") < lp.NFIELDS or rest.startswith(b"\0")
 
 
 def test_native_exact_values() -> None:
     assert lp._native is not None
 
     def one(**changes: bytes) -> Entry:
-        names = ["path", "kind", "mode", "size", "mtime", "atime", "uid", "gid", "nlink"]
-        names += ["target", "marker"]
-        fields = [changes.get(n, v) for n, v in zip(names, GOOD, strict=True)]
+        assert set(changes) <= set(NAMES), changes
+        fields = [changes.get(n, v) for n, v in zip(NAMES, GOOD, strict=True)]
         got = lp._native.parse(b"\0".join(fields) + b"\0", 0, 1, Entry, Attrs)
         assert got is not None
         [(path, entry)] = got[0]
         assert path == fields[0]
         return entry
 
-    big = one(size=b"9" * 19, uid=b"4294967295", nlink=b"0" * 19)  # 19 digits: the C limit
+    big = one(size=b"9" * 19, uid=b"4294967295", nlink=b"0" * 19, ino=b"9" * 19)  # the C limit
     assert (big.attrs.size, big.attrs.uid, big.attrs.nlink) == (10**19 - 1, 2**32 - 1, 0)
+    assert big.attrs.ino == 10**19 - 1
+    assert one(ino=b"0").attrs.ino == 0 and one(ino=b"0042").attrs.ino == 42
     assert one(mtime=b"-2.5000000000").attrs.mtime_ns == -1_500_000_000
     assert one(mtime=b"9223372035.9999999999").attrs.mtime_ns == 9_223_372_035_999_999_999
+    assert one(ctime=b"-2.5000000000").attrs.ctime_ns == -1_500_000_000
+    assert one(ctime=b"9223372035.9999999999").attrs.ctime_ns == 9_223_372_035_999_999_999
+    plain = one().attrs
+    assert plain == Attrs(
+        0o100644, 10, 1000, 1000, 1, 1_500_000_000, 2_000_000_000, 3_250_000_000, 4242
+    )
+    # equal times may share one object: each field still has its own value
+    for m, a, c in [(1, 2, 3), (1, 1, 2), (1, 2, 1), (1, 2, 2), (2, 1, 1), (5, 5, 5)]:
+        t = one(mtime=b"%d.0000000000" % m, atime=b"%d.0000000000" % a, ctime=b"%d.0000000000" % c)
+        assert (t.attrs.mtime_ns, t.attrs.atime_ns, t.attrs.ctime_ns) == (
+            m * 10**9,
+            a * 10**9,
+            c * 10**9,
+        )
+    # what it declines, Python parses: a 20-digit inode number, a ctime past 64 bits
+    for changes in ({"ino": b"1" * 20}, {"ctime": b"9223372037.0000000000"}, {"ctime": b"1.5"}):
+        fields = [changes.get(n, v) for n, v in zip(NAMES, GOOD, strict=True)]
+        assert lp._native.parse(b"\0".join(fields) + b"\0", 0, 1, Entry, Attrs) is None
+    for changes in ({"ino": b"x"}, {"ino": b""}, {"ctime": b"1e9"}, {"ctime": b""}):
+        fields = [changes.get(n, v) for n, v in zip(NAMES, GOOD, strict=True)]
+        assert lp._native.parse(b"\0".join(fields) + b"\0", 0, 1, Entry, Attrs) is None
     assert one(path=b"a/b/c").name == b"c"
     assert one(kind=b"l", target=b"t -> u").target == b"t -> u"
     assert one(mode=b"7777", kind=b"d").attrs.mode == 0o047777

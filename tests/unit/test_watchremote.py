@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sshvfs.execlist.commands import end_record
+from sshvfs.execlist.commands import end_command, end_record
 from sshvfs.vfs.types import Change
 from sshvfs.watch.remote import (
     RecordParser,
@@ -30,6 +30,8 @@ from sshvfs.watch.remote import (
     take_records,
     workdir_command,
 )
+
+from .test_contents import BAD_END_RECORDS
 
 
 def sh(command: bytes) -> bytes:
@@ -78,6 +80,29 @@ def test_record_parser_reads_the_end_record() -> None:
     empty = RecordParser()
     empty.feed(end_record(1))
     assert empty.records == [] and empty.exit_status == 1
+    # the end record has a listing record's 13 fields: an empty one, the status, 10 more
+    # empty ones, the marker "/"
+    assert end_record(0) == b"\x000" + b"\0" * 11 + b"/\0"
+    for step in (1, 2, 5, 13):
+        parser = RecordParser()
+        for i in range(0, len(stream), step):
+            parser.feed(stream[i : i + step])
+            if i + step < len(stream):
+                assert parser.exit_status is None  # not whole yet
+        assert parser.records == [b"/x/y", b"/x/z\n2"] and parser.exit_status == 0
+
+
+def test_record_parser_refuses_a_malformed_end_record() -> None:
+    for bad in BAD_END_RECORDS:
+        with pytest.raises(ValueError, match="end record"):
+            RecordParser().feed(b"/a\0" + bad)
+
+
+def test_record_parser_reads_a_shell_s_output() -> None:
+    out = sh(b"printf '/a b\\0/c\\0'; (exit 3); " + end_command(b"tok"))
+    parser = RecordParser()
+    parser.feed(out)
+    assert parser.records == [b"/a b", b"/c"] and parser.exit_status == 3
 
 
 def test_batches_stay_under_the_command_limit(tmp_path: Path) -> None:

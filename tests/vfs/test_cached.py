@@ -166,7 +166,7 @@ async def test_a_file_made_like_tar_does_is_known_at_close(setup: Any) -> None:
     attrs = await cache.lstat(b"/d/new")
     assert backend.calls["lstat"] == before  # nothing asked at close, nor after
     st = os.lstat(os.path.join(root, "d/new"))
-    assert attrs == (
+    assert attrs[:7] == (
         st.st_mode,
         st.st_size,
         st.st_uid,
@@ -175,6 +175,7 @@ async def test_a_file_made_like_tar_does_is_known_at_close(setup: Any) -> None:
         st.st_mtime_ns,
         st.st_atime_ns,
     )
+    assert attrs.ino == st.st_ino
     listed = {e.name: e.attrs for e in await cache.readdir(b"/d")}
     assert listed[b"new"] == attrs
 
@@ -394,6 +395,42 @@ async def test_walk_detection_prefetches_the_tree(setup: Any) -> None:
         for b in range(5):
             await cache.readdir(f"/w/d{a}/s{b}".encode())
     assert backend.calls["readdir"] == calls == 2  # the third listing waited for the tree
+    assert backend.calls["tree"] == 1
+
+
+async def test_a_walk_of_lookups_prefetches_its_tree(setup: Any) -> None:
+    """git status lstat-ing what its index names lists nothing: lookups missed in a
+    directory and in two of its subdirectories bring in the tree, and the lookups after
+    that are answered from it, with the server's inode numbers."""
+    cache, backend, clock, root = setup
+    for a in range(4):
+        for b in range(5):
+            touch(root, f"g/repo/.git/o{a}{b}")
+            touch(root, f"g/repo/p{a}/m{b}")
+    await cache.lstat(b"/g")  # a path passing through: one lookup in / is not a walk
+    await cache.lstat(b"/g/repo")
+    await cache.lstat(b"/g/repo/.git")
+    await cache.lstat(b"/g/repo/.git/o00")
+    await cache.lstat(b"/g/repo/.git/o01")  # .git's second: repo (and .git) join the walk
+    assert backend.calls["tree"] == 0
+    await cache.lstat(b"/g/repo/p0")
+    await cache.lstat(b"/g/repo/p0/m0")
+    await cache.lstat(b"/g/repo/p0/m1")  # the third directory: the walk's root is the repo
+    assert backend.calls["tree"] == 1
+    before = backend.calls["lstat"]
+    for a in range(4):
+        for b in range(5):
+            path = f"g/repo/p{a}/m{b}"
+            attrs = await cache.lstat(b"/" + path.encode())
+            assert attrs.ino == os.lstat(os.path.join(root, path)).st_ino
+    with pytest.raises(FileNotFoundError):
+        await cache.lstat(b"/g/repo/p3/missing")
+    assert backend.calls["lstat"] == before
+    assert backend.calls["tree"] == 1
+    # a lone lookup per directory elsewhere stays a lookup
+    for a in range(3):
+        touch(root, f"h/d{a}/f")
+        await cache.lstat(f"/h/d{a}/f".encode())
     assert backend.calls["tree"] == 1
 
 

@@ -170,20 +170,26 @@ class CachingVFS:
             self._gen.clear()
             self._epoch += 1
 
-    def _learn(self, path: bytes, attrs: Attrs) -> None:
-        """Install fresh attributes everywhere they are cached."""
+    def _learn(self, path: bytes, attrs: Attrs) -> Attrs:
+        """Install fresh attributes everywhere they are cached; return them. An SFTP answer
+        (no ctime, no inode number) that agrees with a listing's on everything else keeps
+        the listing's: only a chmod/chown (seen) or an xattr change moves a ctime alone, so
+        the file's ctime does not step back to its mtime when its attributes are refreshed."""
+        parent, name = split(path)
+        listing = self._dirs.get(parent) if path != b"/" else None
+        old = listing.entries.get(name) if listing is not None else None
+        if not attrs.ino:
+            known = self._attrs.get(path) or (old.attrs if old is not None else None)
+            if known is not None and known.ino and known[:6] == attrs[:6]:
+                attrs = attrs._replace(ctime_ns=known.ctime_ns, ino=known.ino)
         self._note_links(path, attrs)
         if self._enabled_attr:
             self._attrs[path] = attrs
         self._neg.pop(path, None)
-        if path == b"/":
-            return
-        parent, name = split(path)
-        listing = self._dirs.get(parent)
         if listing is not None:
-            old = listing.entries.get(name)
             listing.entries[name] = Entry(name, attrs, old.target if old else None)
             listing.dirty.discard(name)
+        return attrs
 
     def _mark(self, path: bytes) -> None:
         """Attributes of ``path`` changed through the mount (or it may now exist): re-fetch
@@ -334,7 +340,10 @@ class CachingVFS:
         self.stats.misses += 1
         if self.on_use is not None:
             self.on_use(split(path)[0] if path != b"/" else path, None)
-        if path != b"/" and await self._lookup_lister.listed(split(path)[0]):
+        if path != b"/" and (
+            await self._prefetcher.lookup_missed(split(path)[0])
+            or await self._lookup_lister.listed(split(path)[0])
+        ):
             cached = self._cached_attrs(path)
             if cached is _MISSING:
                 raise fs_error(errno.ENOENT, path)
@@ -354,7 +363,7 @@ class CachingVFS:
                     listing.dirty.discard(name)
             raise
         if gen == self._generation(path):
-            self._learn(path, attrs)
+            attrs = self._learn(path, attrs)
         return attrs
 
     async def stat(self, path: bytes) -> Attrs:

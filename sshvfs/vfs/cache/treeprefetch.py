@@ -38,6 +38,8 @@ class TreePrefetcher:
         self._timer = timer
         #: spots find/ls -R/du walks and prefetches their tree in one backend call
         self._walk = WalkDetector() if detect_walks else None
+        #: lookups the cache missed, per directory (see lookup_missed)
+        self._lookup_misses: dict[bytes, int] = {}
         self._prefetching: dict[bytes, asyncio.Event] = {}
         #: set (and replaced) whenever a prefetch hands out a directory or ends
         self._landed = asyncio.Event()
@@ -73,17 +75,45 @@ class TreePrefetcher:
         root = self._walk.listed(path, self._timer())
         if root is not None and root not in self._prefetching:
             self._start(root)
+        listing = await self._landing(path)
+        return list(listing.entries.values()) if listing is not None else None
+
+    async def lookup_missed(self, directory: bytes) -> bool:
+        """A lookup in ``directory`` the cache could not answer. A directory with a second
+        such lookup counts as listed for the walk detector (git status lstat-ing what its
+        index names, a build stat-ing its sources: a walk that lists nothing); one lookup
+        alone is a path passing through, which would make the walk's root too high. If a
+        prefetch covers ``directory``, wait for it. True when its listing is now cached."""
+        if self._walk is None:
+            return False
+        misses = self._lookup_misses.get(directory, 0) + 1
+        if len(self._lookup_misses) >= 4096:
+            self._lookup_misses.clear()
+        self._lookup_misses[directory] = misses
+        if misses == 2:
+            now = self._timer()
+            parent = directory.rpartition(b"/")[0] or b"/"
+            if directory != b"/" and parent in self._lookup_misses:
+                # the lookup that reached this directory was one in its parent: the walk
+                # may have begun there (git status looks in .git before the worktree)
+                self._walk.listed(parent, now)
+            root = self._walk.listed(directory, now)
+            if root is not None and root not in self._prefetching:
+                self._start(root)
+        return await self._landing(directory) is not None
+
+    async def _landing(self, path: bytes) -> Listing | None:
+        """``path``'s listing once a prefetch in flight that covers it landed it (the
+        prefetch hands out each directory as soon as it is complete); None when no
+        prefetch covers it, or it ended or timed out without it."""
         covering = self._covering_prefetch(path)
         if covering is None:
             return None
-        # until this directory lands (the prefetch hands out each one as soon as
-        # it is complete) or the prefetch ends
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(PREFETCH_WAIT):
                 while not covering.is_set() and self._cache.cached_listing(path) is None:
                     await self._landed.wait()
-        listing = self._cache.cached_listing(path)
-        return list(listing.entries.values()) if listing is not None else None
+        return self._cache.cached_listing(path)
 
     def walk_reads(self, root: bytes, within_seconds: float) -> bool:
         """A walk reads files under ``root`` without listing them (git status lstat-ing
