@@ -321,3 +321,21 @@ async def test_a_walk_of_reads_across_a_link_prefetches_its_trees_listings(
     await asyncio.sleep(0.01)
     assert backend.fetched == [b"/repo/.git"]
     assert cache.walks == ([b"/repo/.git"] if across_link else [])
+
+
+async def test_a_read_in_a_repository_s_metadata_fetches_only_the_metadata() -> None:
+    """git status whose index matches reads .git alone: under a fetched tree, a read in
+    .git fetches .git's small files, and only a read in the worktree fetches the tree."""
+    import asyncio
+
+    from sshvfs.vfs.cache.contents import ContentPrefetcher
+
+    backend = _Backend(across_link=False)
+    prefetcher = ContentPrefetcher(_Cache(backend, b"/w"), lambda: 100.0, ttl=30)  # type: ignore[arg-type]
+    prefetcher.missed(b"/w/repo/.git/HEAD")
+    prefetcher.missed(b"/w/repo/.git/refs/heads/main")  # that fetch is in flight already
+    await asyncio.sleep(0.01)
+    assert backend.fetched == [b"/w/repo/.git"]
+    prefetcher.missed(b"/w/repo/src/main.c")
+    await asyncio.sleep(0.01)
+    assert backend.fetched == [b"/w/repo/.git", b"/w"]

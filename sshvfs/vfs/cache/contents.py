@@ -57,6 +57,16 @@ class _Copy:
         self.fetched = fetched
 
 
+def _metadata_root(root: bytes, path: bytes) -> bytes:
+    """The tree whose small files an open of ``path`` under the fetched tree ``root`` calls
+    for: a repository's metadata (``.git``) is read by git, its worktree by everything
+    else, so a read in the one does not fetch the other (git status, its index matching,
+    reads .git alone)."""
+    below = path[len(root) :] if root != b"/" else path
+    at = below.find(b"/.git/")
+    return root if at < 0 else join(root, below[1 : at + 5])
+
+
 class ContentCache:
     """Copies of small files by path (mount-relative), bounded in bytes, LRU."""
 
@@ -300,6 +310,8 @@ class ContentPrefetcher:
             return
         now = self._timer()
         root = self._cache.prefetched_root(path, self.ttl)
+        if root is not None:
+            root = _metadata_root(root, path)
         if root is None:
             root = self._read_walk(now, path)
             if root is None:
