@@ -13,7 +13,7 @@ view of its own operations:
 
 Everything here runs on the mount's asyncio loop; a hit never leaves this module. Open
 files are :mod:`.cachedfile`; prefetching a walked tree in one backend call is
-:mod:`.treeprefetch`.
+:mod:`.treeprefetch`; chmod, chown, truncate and utimens are :mod:`.setattrs`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import errno
 import os
 import stat as _stat
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,7 @@ from .contents import ContentPrefetcher
 from .lookuplist import LookupLister
 from .owned import OwnedFiles
 from .remotechanges import RemoteChanges
+from .setattrs import SetAttrs
 from .treeprefetch import TreePrefetcher
 
 Timer = Callable[[], float]
@@ -80,11 +81,9 @@ class CacheStats:
 
 
 _MISSING = object()  # negative-cache marker
-#: mode bits a server may drop as it sees fit
-_SET_ID = _stat.S_ISUID | _stat.S_ISGID
 
 
-class CachingVFS:
+class CachingVFS(SetAttrs):
     """Wraps ``inner``; same Protocol. ``ttl``s in seconds; ``timer`` is injectable."""
 
     def __init__(
@@ -589,117 +588,6 @@ class CachingVFS:
             self._mark(existing)  # its link count changed
             self._linked.update((existing, new))
             self._attrs.pop(split(new)[0], None)
-
-    async def _changed(self, path: bytes) -> None:
-        """After a setattr: fetch the truth once so every cache holds it."""
-        self._mark(path)
-        gen = self._generation(path)
-        try:
-            attrs = await self.inner.lstat(path)
-        except OSError:
-            return
-        if gen == self._generation(path):  # not changed, renamed or removed meanwhile
-            self._learn(path, attrs)
-
-    def _known(self, path: bytes) -> Attrs | None:
-        cached = self._cached_attrs(path)
-        return cached if isinstance(cached, Attrs) else None
-
-    async def _set(self, path: bytes, action: Awaitable[None], **changes: int) -> None:
-        """Run a setattr. When it succeeds and we knew the attributes, we now know the new
-        ones too (what we set is what the server stores): no round trip to ask again."""
-        before = self._known(path)
-        gen = self._generation(path)
-        try:
-            await action
-        except BaseException:
-            await self._changed(path)
-            raise
-        if before is None or path in self._linked or gen != self._generation(path):
-            await self._changed(path)
-            return
-        self._mark(path)
-        self._learn(path, before._replace(**changes))
-
-    @property
-    def time_resolution_ns(self) -> int:
-        """How finely the backend stores times (SFTP v3: whole seconds)."""
-        step: int = getattr(self.inner, "time_resolution_ns", 1)
-        return step
-
-    def _seconds(self, ns: int) -> int:
-        """A time as the backend stores it."""
-        return ns - ns % self.time_resolution_ns
-
-    async def chmod(self, path: bytes, mode: int) -> None:
-        owned = self.owned.get(path)
-        if owned is not None:
-            if owned.attrs.mode & 0o7777 == mode & 0o7777:
-                return  # already so: nothing to send
-            if not mode & _SET_ID:
-                # rides the handle's pipeline: in order after its writes, a refusal raised
-                # by the next write, flush or close
-                await owned.file.setstat(mode & 0o7777, None)
-                return
-            self.owned.pop(path)  # the server may drop set-id bits as it sees fit: ask
-        before = self._known(path)
-        if before is None or _stat.S_ISLNK(before.mode):
-            # a link's mode is whatever the server makes of it: ask
-            try:
-                await self.inner.chmod(path, mode)
-            finally:
-                await self._changed(path)
-            return
-        kind = _stat.S_IFMT(before.mode)
-        await self._set(path, self.inner.chmod(path, mode), mode=kind | (mode & 0o7777))
-
-    async def chown(self, path: bytes, uid: int, gid: int) -> None:
-        owned = self.owned.get(path)
-        if owned is not None:
-            a = owned.attrs
-            wanted = (a.uid if uid < 0 else uid, a.gid if gid < 0 else gid)
-            if wanted == (a.uid, a.gid) and not a.mode & _SET_ID:
-                return  # already so (tar, cp -a): nothing to send
-            self.owned.pop(path)  # a real chown can fail, and may clear set-id bits
-        before = self._known(path)
-        changes = {}
-        if before is not None:
-            changes = {"uid": before.uid if uid < 0 else uid, "gid": before.gid if gid < 0 else gid}
-        await self._set(path, self.inner.chown(path, uid, gid), **changes)
-
-    async def truncate(self, path: bytes, size: int) -> None:
-        # the mtime moves on the server: ask once
-        self.owned.pop(path)
-        try:
-            await self.inner.truncate(path, size)
-        finally:
-            await self._changed(path)
-
-    async def utimens(self, path: bytes, atime_ns: int | None, mtime_ns: int | None) -> None:
-        owned = self.owned.get(path)
-        if owned is not None:
-            # a time left as it is: the atime tracked is exact (writes leave it, a read
-            # ends the tracking); the mtime only while no write came after it was known
-            if atime_ns is None:
-                atime_ns = owned.attrs.atime_ns
-            if mtime_ns is None and owned.mtime_exact:
-                mtime_ns = owned.attrs.mtime_ns
-            if mtime_ns is not None:
-                await owned.file.setstat(None, (atime_ns, mtime_ns))  # rides the pipeline
-                return
-            self.owned.pop(path)
-        if atime_ns is None or mtime_ns is None:
-            # the other time as the caches know it, else as the server says (after every
-            # write sent before); what the cache holds is the server's, never an estimate
-            current = await self.lstat(path)
-            atime_ns = current.atime_ns if atime_ns is None else atime_ns
-            mtime_ns = current.mtime_ns if mtime_ns is None else mtime_ns
-        await self._set(
-            path,
-            self.inner.utimens(path, atime_ns, mtime_ns),
-            atime_ns=self._seconds(atime_ns),
-            mtime_ns=self._seconds(mtime_ns),
-        )
 
     async def close(self) -> None:
         await self.inner.close()
