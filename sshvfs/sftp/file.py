@@ -24,7 +24,7 @@ from ..vfs.stream.readahead import ReadAhead
 from ..vfs.stream.writebehind import WriteBehind, retrieve
 from ..vfs.types import Attrs
 from .streaming import Streaming
-from .vfs import _LOST, _attrs, _pflags, _translate, setstat_attrs
+from .wire import _LOST, _attrs, _pflags, _translate, setstat_attrs
 
 if TYPE_CHECKING:
     from .vfs import SftpVFS

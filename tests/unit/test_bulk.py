@@ -17,6 +17,7 @@ import pytest
 from sshvfs.execlist import commands as bulk
 from sshvfs.execlist import lister
 from sshvfs.execlist import parser as lp
+from sshvfs.execlist import policy as lpolicy
 from sshvfs.execlist.commands import (
     FIND_FORMAT,
     BulkCommandError,
@@ -860,32 +861,32 @@ def test_end_command_prints_the_end_record(tmp_path: Path, status: int) -> None:
 
 
 def test_policy_modes() -> None:
-    assert not lister.ListingPolicy("sftp").exec_first(b"/")
-    assert not lister.ListingPolicy("sftp").switch(10**6, 100.0, 10**9)
-    assert lister.ListingPolicy("exec").exec_first(b"/")
-    assert not lister.ListingPolicy("exec").switch(10**6, 100.0)  # already exec-first
+    assert not lpolicy.ListingPolicy("sftp").exec_first(b"/")
+    assert not lpolicy.ListingPolicy("sftp").switch(10**6, 100.0, 10**9)
+    assert lpolicy.ListingPolicy("exec").exec_first(b"/")
+    assert not lpolicy.ListingPolicy("exec").switch(10**6, 100.0)  # already exec-first
     with pytest.raises(ValueError):
-        lister.ListingPolicy("fast")
+        lpolicy.ListingPolicy("fast")
     with pytest.raises(ValueError):
-        lister.ListingPolicy("auto", -1)
+        lpolicy.ListingPolicy("auto", -1)
 
 
 def test_policy_fixed_threshold() -> None:
-    policy = lister.ListingPolicy("auto", 500)
+    policy = lpolicy.ListingPolicy("auto", 500)
     assert not policy.switch(400, 10.0)
     assert policy.switch(500, 0.0)
-    assert policy.switch(100, 0.0, st_size=500 * lister.BYTES_PER_ENTRY)
+    assert policy.switch(100, 0.0, st_size=500 * lpolicy.BYTES_PER_ENTRY)
     assert not policy.exec_first(b"/d")
-    policy.note_size(b"/d", 2000 * lister.BYTES_PER_ENTRY)
+    policy.note_size(b"/d", 2000 * lpolicy.BYTES_PER_ENTRY)
     assert policy.exec_first(b"/d") and policy.size_hint(b"/d") is not None
     policy.note_size(b"/d", 4096)  # it shrank (or was replaced): forget
     assert not policy.exec_first(b"/d") and policy.size_hint(b"/d") is None
 
 
 def test_policy_adaptive() -> None:
-    policy = lister.ListingPolicy()
+    policy = lpolicy.ListingPolicy()
     policy.exec_latency, policy.sftp_cost = 0.1, 15e-6
-    small = lister.MIN_EXEC_ENTRIES - 100
+    small = lpolicy.MIN_EXEC_ENTRIES - 100
     assert not policy.switch(small, 60.0)  # never for small directories, however slow
     assert not policy.switch(2000, 0.05)
     assert policy.switch(2000, 0.1)  # SFTP has now cost as long as one command
@@ -905,16 +906,16 @@ def test_policy_adaptive() -> None:
 
 
 def test_policy_hints_are_bounded() -> None:
-    policy = lister.ListingPolicy("auto", 100, max_hints=3)
+    policy = lpolicy.ListingPolicy("auto", 100, max_hints=3)
     for i in range(10):
         policy.note_size(b"/%d" % i, 10**6)
     assert [policy.size_hint(b"/%d" % i) for i in range(10)] == [None] * 7 + [10**6] * 3
 
 
 def test_estimated_entries() -> None:
-    assert lister.estimated_entries(2_854_912) == 89_216  # ext4, 100,000 short names
-    assert lister.estimated_entries(4096) == 128
-    assert lister.estimated_entries(-1) == 0
+    assert lpolicy.estimated_entries(2_854_912) == 89_216  # ext4, 100,000 short names
+    assert lpolicy.estimated_entries(4096) == 128
+    assert lpolicy.estimated_entries(-1) == 0
 
 
 # --------------------------------------------------------------------------- walk detection
