@@ -22,6 +22,7 @@ from ..fuse.control import ControlState
 from ..fuse.operations import Operations, Timeouts
 from ..fuse.ownership import Ownership
 from ..sftp.vfs import SftpVFS
+from ..tasks import Tasks
 from ..transfers import Transfers
 from ..transport.connection import Connection
 from ..transport.session import Session
@@ -130,6 +131,8 @@ class Mount:
     transfers: Transfers | None = None
     sftp_vfs: SftpVFS | None = None
     session: Session | None = None
+    #: the background tasks: every one ends with the mount
+    tasks: Tasks = field(default_factory=Tasks)
 
     async def ownership(self) -> Ownership:
         """The presentation of owners and modes; idmap=user asks who owns the login dir."""
@@ -168,6 +171,7 @@ class Mount:
             transfers=self.transfers,
             session=self.session,
             timeout=opts.op_timeout,
+            spawn=self.tasks.spawn,
         )
         vfs: VFS = self.sftp_vfs
         if opts.follow_symlinks:
@@ -179,6 +183,7 @@ class Mount:
                 dir_ttl=opts.dir_ttl,
                 max_entries=opts.cache_max_entries,
                 negative_ttl=opts.negative_timeout,
+                spawn=self.tasks.spawn,
             )
             vfs = self.cache
             self._start_watcher(self.cache)
@@ -203,7 +208,9 @@ class Mount:
                     "the kernel cannot cache listings here (needs Linux 5.1+ and the"
                     " patched pyfuse3 of scripts/setup): every readdir asks sshvfs"
                 )
-        ops = Operations(vfs, timeouts, state, await self.ownership(), kernel_dir_ttl)
+        ops = Operations(
+            vfs, timeouts, state, await self.ownership(), kernel_dir_ttl, spawn=self.tasks.spawn
+        )
         # after each prompt of a followed shell, its directory is listed afresh
         state.on_cwd = self._invalidate
         self._ops = ops
@@ -236,6 +243,7 @@ class Mount:
                 opts.server_alive_interval * opts.server_alive_count_max + 30,
                 opts.op_timeout + 30,
             ),
+            spawn=self.tasks.spawn,
         )
         cache.on_use = watcher.use
         cache.vouch = watcher.vouches
@@ -374,8 +382,8 @@ class Mount:
         if self.watcher is not None and self.connection is not None:
             self.watcher.bind(self.connection.conn)
         helpers = [
-            asyncio.create_task(raise_read_ahead(self.mountpoint)),
-            asyncio.create_task(ops.dirs.expire_kernel_listings()),
+            self.tasks.spawn(raise_read_ahead(self.mountpoint), "read-ahead"),
+            self.tasks.spawn(ops.dirs.expire_kernel_listings(), "kernel listings' expiry"),
         ]
         try:
             await pyfuse3.main()
@@ -390,8 +398,10 @@ class Mount:
                 await ops.close()
         except TimeoutError:
             log.warning("open files were not all closed within 10 s")
+        await self.tasks.close()
 
     async def shutdown(self) -> None:
+        await self.tasks.close()  # (done already, unless serving failed)
         session, connection = self.session, self.connection
         self.connection = None
         self.session = None

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import pyfuse3
 
+from ..tasks import Spawn, spawn_detached
 from ..vfs.types import VFS, Attrs, Entry, join
 from . import control as ctl
 from .compat.features import READDIR_REPLY_STAT, SHOWN_INO
@@ -55,8 +56,10 @@ class DirServer:
         control: ctl.ControlDir | None,
         kernel_dir_ttl: float | None,
         shown: Callable[[Attrs], Attrs] | None = None,
+        spawn: Spawn = spawn_detached,
     ) -> None:
         self.vfs = vfs
+        self._spawn = spawn
         self.inodes = inodes
         self.entry = entry
         self.shown = shown
@@ -139,7 +142,7 @@ class DirServer:
             if cached is not None:
                 handle.use(cached)  # a cache hit: no task, no waiting
             else:
-                await handle.fill(lambda: self.vfs.readdir(path))
+                await handle.fill(lambda: self.vfs.readdir(path), self._spawn)
         elif handle.arriving is None and handle.gen != self._gen.get(parent_ino, 0):
             # the directory changed between two READDIR calls: re-check what is left
             assert handle.entries is not None

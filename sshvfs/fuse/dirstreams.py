@@ -27,6 +27,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from ..tasks import Spawn, spawn_detached
 from ..vfs.types import Entry, listing_progress
 from .inodes import Node
 
@@ -38,10 +39,6 @@ _INDEX_BITS = 32
 _INDEX_MASK = (1 << _INDEX_BITS) - 1
 #: serials stay below 2**31 so that every cookie fits a signed 64-bit off_t
 _SERIAL_LIMIT = 1 << 31
-
-
-#: snapshots still arriving (a reference keeps their tasks alive)
-_FILLING: set[asyncio.Task[None]] = set()
 
 
 @dataclass
@@ -72,15 +69,15 @@ class DirHandle:
     prepared_round: int = 0
     _more: asyncio.Event | None = None
 
-    async def fill(self, fetch: Callable[[], Awaitable[list[Entry]]]) -> None:
-        """Start fetching the snapshot; return once its first entries (or all) are there.
-        An error before any entry is raised here."""
+    async def fill(
+        self, fetch: Callable[[], Awaitable[list[Entry]]], spawn: Spawn = spawn_detached
+    ) -> None:
+        """Start fetching the snapshot (a task of ``spawn``'s); return once its first
+        entries (or all) are there. An error before any entry is raised here."""
         self.entries, self.arriving, self.error = [], set(), None
         self.done = False
         self._more = asyncio.Event()
-        task = asyncio.get_running_loop().create_task(self._fill(fetch))
-        _FILLING.add(task)
-        task.add_done_callback(_FILLING.discard)
+        spawn(self._fill(fetch), "directory listing")
         while self.arriving is not None and not self.entries:
             await self.wait()
         if self.error is not None and not self.entries:

@@ -20,6 +20,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import pyfuse3
 
+from ..tasks import Spawn, spawn_detached
 from ..vfs.types import VFS, Attrs, Change, VFSFile, join
 from . import control as ctl
 from .compat.features import NOFLUSH, SHOWN_INO
@@ -85,11 +86,14 @@ class Operations(pyfuse3.Operations):
         control: ctl.ControlState | None = None,
         ownership: Ownership | None = None,
         kernel_dir_ttl: float | None = None,
+        spawn: Spawn = spawn_detached,
     ) -> None:
         """``kernel_dir_ttl``: let the kernel cache directory listings for that long (see
-        :mod:`sshvfs.fuse.dirserver`); None keeps one handle per opened directory."""
+        :mod:`sshvfs.fuse.dirserver`); None keeps one handle per opened directory.
+        ``spawn`` starts what a request does not wait for (the mount's, see sshvfs.tasks)."""
         super().__init__()
         self.vfs = vfs
+        self._spawn = spawn
         self.timeouts = timeouts or Timeouts()
         #: how owners and permission bits are shown (idmap=, uid=, gid=, umask=)
         self.ownership = ownership or IDENTITY
@@ -107,6 +111,7 @@ class Operations(pyfuse3.Operations):
             self.control,
             kernel_dir_ttl,
             shown=None if self.ownership.identity else self.shown,
+            spawn=spawn,
         )
 
     # -- telling the kernel what we dropped -----------------------------------------------
@@ -545,7 +550,7 @@ class Operations(pyfuse3.Operations):
         # ignores RELEASE's: the remote CLOSE needs no waiting. Nothing later depends on its
         # order either: the kernel sends RELEASE after close(2) returns, so requests made
         # after close(2) could always overtake it.
-        task = asyncio.get_running_loop().create_task(self._close_remote(of))
+        task = self._spawn(self._close_remote(of), "close")
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 

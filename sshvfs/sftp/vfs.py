@@ -23,6 +23,7 @@ import asyncssh
 from ..errors import fs_error
 from ..execlist.lister import DEFAULT_SESSIONS, DirLister, ExecLister
 from ..execlist.policy import ListingPolicy
+from ..tasks import Spawn, spawn_detached
 from ..transfers import Transfers
 from ..transport.connection import Connection
 from ..transport.session import Session
@@ -56,10 +57,11 @@ class SftpVFS:
         transfers: Transfers | None = None,
         session: Session | None = None,
         timeout: float | None = None,
+        spawn: Spawn = spawn_detached,
     ) -> None:
         """``exec_conn`` (the connection ``sftp`` runs on) enables bulk listing over the
         exec channel; ``listing``/``listing_threshold`` choose when (see
-        :class:`sshvfs.execlist.lister.ListingPolicy`); ``exec_sessions`` bounds its channels;
+        :class:`sshvfs.execlist.policy.ListingPolicy`); ``exec_sessions`` bounds its channels;
         ``warm_up`` probes the exec channel now, in the background, so that the first
         huge listing does not wait for a remote shell to start.
 
@@ -90,9 +92,8 @@ class SftpVFS:
         #: the exec lister's start-up (probe + first remote shell), when warming up
         self.warming: asyncio.Task[bool] | None = None
         if bulk is not None and warm_up:
-            self.warming = asyncio.get_running_loop().create_task(
-                bulk.probe()
-            )  # its outcome lands in bulk.available
+            # its outcome lands in bulk.available
+            self.warming = spawn(bulk.probe(), "exec lister warm-up")
         if session is not None:
             session.on_connect.append(self._rebind)
 

@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from ..execlist.lister import ExecLister
+from ..tasks import Spawn, spawn_detached
 from ..vfs.types import Change, Entry
 from .remote import (
     RecordParser,
@@ -121,7 +122,9 @@ class RemoteWatcher:
         max_dirs: int = 10_000,
         loss_slack: float = LOSS_SLACK,
         timer: Callable[[], float] = time.monotonic,
+        spawn: Spawn = spawn_detached,
     ) -> None:
+        self._spawn = spawn
         if mode not in ("auto", "inotify", "poll", "no"):
             raise ValueError(f"watch mode {mode!r}")
         self.mode = mode
@@ -213,7 +216,7 @@ class RemoteWatcher:
         self._stop_driver()
         self._vouched.clear()
         self._conn = conn
-        self._task = asyncio.get_running_loop().create_task(self._run(conn))
+        self._task = self._spawn(self._run(conn), "watcher")
 
     def connection_lost(self) -> None:
         """The connection is gone: nothing is vouched for until the next one catches up."""
@@ -410,7 +413,7 @@ class RemoteWatcher:
         workdir = await self._new_workdir(lister)  # the driver removes it when it ends
         proc = await conn.create_process(cast(str, driver_command(workdir)), encoding=None)
         driver = _Driver(proc, workdir)
-        driver.reader = asyncio.get_running_loop().create_task(self._read_driver(driver))
+        driver.reader = self._spawn(self._read_driver(driver), "watch driver")
         self.drivers += 1
         return driver
 

@@ -1,7 +1,7 @@
 """The one-way imports of the layout (../shared/DESIGN.md, target layout): app -> fuse |
 sftp | watch | transport; sftp -> vfs, execlist, transport; watch -> execlist, vfs.types;
 execlist -> vfs.types, transport; fuse -> vfs.types; vfs and transport know nothing of the
-others. The leaf modules at the top (config, errors, transfers, gcpause, unsupported)
+others. The leaf modules at the top (config, errors, transfers, gcpause, tasks, unsupported)
 import no package of sshvfs."""
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ RULES = {
     ),
 }
 PACKAGES = ("app", "execlist", "follow", "fuse", "sftp", "transport", "vfs", "watch")
-LEAVES = ("config", "errors", "gcpause", "transfers", "unsupported")
+LEAVES = ("config", "errors", "gcpause", "tasks", "transfers", "unsupported")
 
 
 def _imports(path: Path) -> set[str]:

@@ -30,6 +30,7 @@ from typing import Any
 from cachetools import TTLCache
 
 from ...errors import fs_error
+from ...tasks import Spawn, spawn_detached
 from ..types import VFS, Attrs, Entry, StatFs, VFSFile, join, split, within
 from .cachedfile import CachedFile
 from .contents import ContentPrefetcher
@@ -97,6 +98,7 @@ class CachingVFS(SetAttrs):
         timer: Timer = time.monotonic,
         prefetch_max_entries: int = 200_000,
         walk_prefetch: bool = True,
+        spawn: Spawn = spawn_detached,
     ) -> None:
         self.inner = inner
         self._timer = timer
@@ -123,18 +125,20 @@ class CachingVFS(SetAttrs):
         self.stats = CacheStats()
         self.listeners: list[Listener] = []
         self.prefetch_max_entries = prefetch_max_entries
-        self._prefetcher = TreePrefetcher(self, timer, detect_walks=walk_prefetch and dir_ttl > 0)
+        self._prefetcher = TreePrefetcher(
+            self, timer, detect_walks=walk_prefetch and dir_ttl > 0, spawn=spawn
+        )
         #: regular files with more than one name: a write through one name changes what
         #: the others show, so their attributes are always asked for
         self._linked: set[bytes] = set()
         #: small files' contents, fetched in bulk under prefetched trees
-        self.contents = ContentPrefetcher(self, timer, attr_ttl)
+        self.contents = ContentPrefetcher(self, timer, attr_ttl, spawn=spawn)
         #: paths opened as files (never directories) since they last went away
         self._opened: set[bytes] = set()
         #: files whose attributes the mount's own changes decide (see .owned)
         self.owned = OwnedFiles()
         #: directories listed because lookups missed there
-        self._lookup_lister = LookupLister(self)
+        self._lookup_lister = LookupLister(self, spawn)
         #: changes made on the server, as a remote watcher reports them
         self.remote = RemoteChanges(self, timer)
         #: called with each directory the mount fetches something of (a watcher's scope),

@@ -20,7 +20,6 @@ Bounds (README, "Caching"):
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import errno
 import logging
@@ -29,6 +28,7 @@ import stat as _stat
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from ...tasks import Spawn, spawn_detached
 from ..types import Attrs, VFSFile, join, split
 
 if TYPE_CHECKING:
@@ -239,14 +239,15 @@ class ContentPrefetcher:
         timer: Callable[[], float],
         ttl: float,
         max_bytes: int = MAX_BYTES,
+        spawn: Spawn = spawn_detached,
     ) -> None:
         self._cache = cache
+        self._spawn = spawn
         self._timer = timer
         self.ttl = ttl
         self.copies = ContentCache(max_bytes, ttl, timer)
         self._fetched: dict[bytes, float] = {}
         self._full: set[bytes] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
         #: (when, path) of the latest read-only opens that went to the server
         self._recent: collections.deque[tuple[float, bytes]] = collections.deque(maxlen=READ_WALK)
         self.enabled = ttl > 0 and max_bytes > 0 and hasattr(cache.inner, "contents")
@@ -330,9 +331,7 @@ class ContentPrefetcher:
         if len(self._fetched) > 10_000:
             self._fetched.clear()
         self._fetched[root] = now
-        task = asyncio.get_running_loop().create_task(self._fetch(root))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._fetch(root), "content fetch")
 
     def _across_link(self) -> bool:
         """Is the server across a link, where one exec command costs about a round trip

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
+from ...tasks import Spawn, spawn_detached
 from ..types import Attrs
 
 if TYPE_CHECKING:
@@ -27,8 +28,9 @@ MAX_PENDING = 64
 
 
 class LookupLister:
-    def __init__(self, cache: CachingVFS) -> None:
+    def __init__(self, cache: CachingVFS, spawn: Spawn = spawn_detached) -> None:
         self._cache = cache
+        self._spawn = spawn
         #: directories being listed for lookups
         self._pending: dict[bytes, asyncio.Task[None]] = {}
         #: lookups missed in each directory not listed
@@ -69,7 +71,7 @@ class LookupLister:
                 return False
             listing = self._list(parent, by_exec=False)
         cache.stats.lookup_listings += 1
-        task = asyncio.get_running_loop().create_task(listing)
+        task = self._spawn(listing, "lookup listing")
         self._pending[parent] = task
         task.add_done_callback(lambda _: self._pending.pop(parent, None))
         return False

@@ -18,6 +18,7 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
+from ...tasks import Spawn, spawn_detached
 from ..types import Entry, tree_progress, within
 from .walks import WalkDetector
 
@@ -33,8 +34,11 @@ PREFETCH_WAIT = 10.0
 class TreePrefetcher:
     """The tree prefetches of one ``cache``; ``detect_walks`` turns walk detection on."""
 
-    def __init__(self, cache: CachingVFS, timer: Timer, *, detect_walks: bool) -> None:
+    def __init__(
+        self, cache: CachingVFS, timer: Timer, *, detect_walks: bool, spawn: Spawn = spawn_detached
+    ) -> None:
         self._cache = cache
+        self._spawn = spawn
         self._timer = timer
         #: spots find/ls -R/du walks and prefetches their tree in one backend call
         self._walk = WalkDetector() if detect_walks else None
@@ -43,8 +47,6 @@ class TreePrefetcher:
         self._prefetching: dict[bytes, asyncio.Event] = {}
         #: set (and replaced) whenever a prefetch hands out a directory or ends
         self._landed = asyncio.Event()
-        #: background prefetches in flight (a reference keeps their tasks alive)
-        self._tasks: set[asyncio.Task[None]] = set()
         #: tree prefetches started, walks' and asked-for ones alike
         self.prefetches = 0
         #: the roots of recent prefetches, with when each started (content prefetch reads it)
@@ -130,9 +132,7 @@ class TreePrefetcher:
 
     def _start(self, root: bytes) -> None:
         self._prefetching[root] = asyncio.Event()
-        task = asyncio.get_running_loop().create_task(self._background_prefetch(root))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._background_prefetch(root), "tree prefetch")
 
     def _covering_prefetch(self, path: bytes) -> asyncio.Event | None:
         for root, event in self._prefetching.items():
