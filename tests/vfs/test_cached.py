@@ -546,3 +546,60 @@ async def test_a_lookup_walk_lists_its_directory_but_not_for_missing_names(setup
     with pytest.raises(FileNotFoundError):
         await cache.lstat(b"/d/nope")
     assert backend.calls["lstat"] == before + 2
+
+
+class Stalled(LocalVFS):
+    """A tree listing that hands out nothing until told to end."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        self.release = asyncio.Event()
+        self.lstats = 0
+
+    async def lstat(self, path: bytes) -> Any:
+        self.lstats += 1
+        return await super().lstat(path)
+
+    async def tree(self, path: bytes, max_entries: int) -> dict[bytes, list[Any]] | None:
+        await self.release.wait()
+        return await super().tree(path, max_entries)
+
+
+async def test_a_lookup_waits_a_bounded_time_for_a_prefetch(
+    workdir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A walk spotted from lookups may have too high a root: its lookups wait for their
+    directory's part at most LOOKUP_WAIT, once per directory, then ask the server."""
+    from sshvfs.vfs.cache import treeprefetch
+
+    monkeypatch.setattr(treeprefetch, "LOOKUP_WAIT", 0.05)
+    backend = Stalled(workdir)
+    cache = CachingVFS(backend, attr_ttl=30, dir_ttl=30, timer=Clock())
+    for a in range(3):
+        for b in range(4):
+            touch(workdir, f"r/d{a}/f{b}")
+    await cache.lstat(b"/r")
+    await cache.lstat(b"/r/d0")
+    await cache.lstat(b"/r/d0/f0")
+    await cache.lstat(b"/r/d0/f1")
+    await cache.lstat(b"/r/d1")
+    await cache.lstat(b"/r/d1/f0")
+    assert cache.prefetches == 0
+    before = backend.lstats
+    t0 = asyncio.get_running_loop().time()
+    # d1's second miss: the walk's third directory, /r is prefetched (and stalls)
+    assert (await cache.lstat(b"/r/d1/f1")).size == 0  # waited, then asked
+    assert cache.prefetches == 1 and cache._prefetching
+    assert (await cache.lstat(b"/r/d1/f2")).size == 0  # asked at once
+    assert (await cache.lstat(b"/r/d1/f3")).size == 0
+    waited = asyncio.get_running_loop().time() - t0
+    assert backend.lstats == before + 2  # f3 from d1's own listing (its third miss)
+    assert 0.05 <= waited < 1.0
+    backend.release.set()
+    for _ in range(100):
+        if not cache._prefetching:
+            break
+        await asyncio.sleep(0.01)
+    before = backend.lstats
+    assert (await cache.lstat(b"/r/d2/f3")).size == 0  # from the landed tree
+    assert backend.lstats == before

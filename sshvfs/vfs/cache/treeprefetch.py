@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 #: how long a listing waits for a tree prefetch that covers it before listing by itself
 PREFETCH_WAIT = 10.0
+#: how long a lookup waits for it before asking the server: one LSTAT is all it would
+#: spare, and a walk spotted from lookups may have a root too high (a huge tree, streamed
+#: in find's order)
+LOOKUP_WAIT = 1.0
 
 
 class TreePrefetcher:
@@ -44,6 +48,8 @@ class TreePrefetcher:
         self._walk = WalkDetector() if detect_walks else None
         #: lookups the cache missed, per directory (see lookup_missed)
         self._lookup_misses: dict[bytes, int] = {}
+        #: directories a lookup waited LOOKUP_WAIT for in vain, until the prefetches end
+        self._waited_out: set[bytes] = set()
         self._prefetching: dict[bytes, asyncio.Event] = {}
         #: set (and replaced) whenever a prefetch hands out a directory or ends
         self._landed = asyncio.Event()
@@ -102,17 +108,23 @@ class TreePrefetcher:
             root = self._walk.listed(directory, now)
             if root is not None and root not in self._prefetching:
                 self._start(root)
-        return await self._landing(directory) is not None
+        if directory in self._waited_out:
+            return False  # it waited once for this prefetch: the rest ask the server
+        if await self._landing(directory, LOOKUP_WAIT) is not None:
+            return True
+        if self._covering_prefetch(directory) is not None:
+            self._waited_out.add(directory)
+        return False
 
-    async def _landing(self, path: bytes) -> Listing | None:
+    async def _landing(self, path: bytes, limit: float = PREFETCH_WAIT) -> Listing | None:
         """``path``'s listing once a prefetch in flight that covers it landed it (the
         prefetch hands out each directory as soon as it is complete); None when no
-        prefetch covers it, or it ended or timed out without it."""
+        prefetch covers it, or it ended or ``limit`` seconds passed without it."""
         covering = self._covering_prefetch(path)
         if covering is None:
             return None
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(PREFETCH_WAIT):
+            async with asyncio.timeout(limit):
                 while not covering.is_set() and self._cache.cached_listing(path) is None:
                     await self._landed.wait()
         return self._cache.cached_listing(path)
@@ -166,6 +178,8 @@ class TreePrefetcher:
 
     def _land(self) -> None:
         """Wake the listings waiting for a prefetch: something landed, or it ended."""
+        if not self._prefetching:
+            self._waited_out.clear()
         event, self._landed = self._landed, asyncio.Event()
         event.set()
 
