@@ -254,11 +254,11 @@ class Mount:
         self.watcher = watcher
 
     async def _remote_changes(
-        self, changes: list[Change], listings: dict[bytes, list[Entry]]
+        self, changes: list[Change], listings: dict[bytes, list[Entry]], age: float = 0.0
     ) -> None:
         if self.cache is None:
             return
-        kept = self.cache.remote.apply(changes, listings)
+        kept = self.cache.remote.apply(changes, listings, age)
         if not kept:
             return
         if self.sftp_vfs is not None:

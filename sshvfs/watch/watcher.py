@@ -80,8 +80,9 @@ MAX_RELISTS = 64
 #: driver failures on one connection after which the watcher polls instead
 MAX_DRIVER_FAILURES = 3
 
-#: the mount's side: the changes, and fresh listings of ``"dir"`` changes' directories
-Apply = Callable[[list[Change], dict[bytes, list[Entry]]], Awaitable[None]]
+#: the mount's side: the changes, fresh listings of ``"dir"`` changes' directories, and how
+#: long ago (seconds) what reports them looked: the scan's start (0 for an event)
+Apply = Callable[[list[Change], dict[bytes, list[Entry]], float], Awaitable[None]]
 Relist = Callable[[bytes], Awaitable[list[Entry]]]
 
 
@@ -501,13 +502,15 @@ class RemoteWatcher:
         self, lister: ExecLister, workdir: bytes, batches: list[int], since: float
     ) -> None:
         """Report what changed in ``batches``' directories since loop time ``since``."""
+        began = self._timer()
         records = await self._command(lister, scan_command(workdir, batches, self._since(since)))
         self.scans += 1
-        await self._scanned(records)
+        await self._scanned(records, began)
 
-    async def _scanned(self, records: list[bytes]) -> None:
-        """A scan's changes; a directory whose names changed is listed again, so that
-        only the names that came, went or changed count (not the mount's own)."""
+    async def _scanned(self, records: list[bytes], began: float) -> None:
+        """A scan's changes (it began at ``began``); a directory whose names changed is
+        listed again, so that only the names that came, went or changed count (not the
+        mount's own)."""
         watched = frozenset(self._scope)
         found = (parse_scan(r, self.root, watched) for r in records)
         changes = list(dict.fromkeys(c for c in found if c is not None))  # a dir comes twice
@@ -520,7 +523,7 @@ class RemoteWatcher:
                     except OSError:
                         pass  # gone or unreadable: its names all count as changed
         if changes:
-            await self._deliver(changes, listings)
+            await self._deliver(changes, listings, began)
 
     async def _run_poll(self, lister: ExecLister) -> None:
         workdir = self._workdir = await self._new_workdir(lister)
@@ -560,11 +563,12 @@ class RemoteWatcher:
                 stamp = self._stamp
                 self._stamp += 1
                 since = since_stamp(workdir, max(0, stamp - 2))
+                began = self._timer()
                 records = await self._command(
                     lister, poll_command(workdir, self._poll_batches, stamp, since)
                 )
                 self.polls += 1
-                await self._scanned(records)
+                await self._scanned(records, began)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(next_poll):
                     while True:  # new directories do not wait for the next poll's time
@@ -574,16 +578,21 @@ class RemoteWatcher:
                             break
 
     async def _deliver(
-        self, changes: list[Change], listings: dict[bytes, list[Entry]] | None = None
+        self,
+        changes: list[Change],
+        listings: dict[bytes, list[Entry]] | None = None,
+        began: float | None = None,
     ) -> None:
+        """Hand ``changes`` to the mount; ``began``: when the scan that found them began
+        (None: an event, as it happens)."""
         for change in changes:
             if change.kind == "gone":
                 self._scope.pop(change.path, None)
                 self._vouched.discard(change.path)
         self.changes += len(changes)
-        self.last_change = self._timer()
+        now = self.last_change = self._timer()
         try:
-            await self._apply(changes, listings or {})
+            await self._apply(changes, listings or {}, 0.0 if began is None else now - began)
         except Exception:
             log.exception("watch: applying %d changes failed", len(changes))
 

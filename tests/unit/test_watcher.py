@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from sshvfs.vfs.types import Change
 from sshvfs.watch import watcher as w
 from sshvfs.watch.watcher import RemoteWatcher
 
@@ -74,3 +75,21 @@ async def test_the_catch_up_reaches_back_to_first_use_in_the_servers_time() -> N
     wall_then = time.time() - 10
     reach = float(arg[1:]) - (wall_then + 1000.0)
     assert -(w.CATCH_UP_SLACK + 0.1) - 0.05 <= reach <= -(w.CATCH_UP_SLACK + 0.1) + 0.05
+
+
+async def test_a_scan_s_changes_carry_how_long_ago_it_looked() -> None:
+    """The mount judges a report of its own change by when the scan looked, not by when
+    the report arrived: the watcher hands over the scan's age (0 for an event)."""
+    clock = Clock()
+    got: list[tuple[object, ...]] = []
+
+    async def apply(*args: object) -> None:
+        got.append(args)
+
+    watcher = RemoteWatcher("poll", b"/srv", apply, lambda: None, timer=clock)
+    watcher.use(b"/d")
+    began = clock.now
+    clock.now += 7.5  # the scan's command, then relisting what it found, took this long
+    await watcher._scanned([b"/srv/d/f"], began)
+    await watcher._deliver([Change(b"/d/g", "entry")])
+    assert [args[2] for args in got] == [7.5, 0.0]

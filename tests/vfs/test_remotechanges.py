@@ -63,6 +63,18 @@ async def test_the_mounts_own_changes_are_skipped_for_a_while(setup: Any) -> Non
     assert cache.remote.apply([Change(b"/d/a", "entry")]) == [Change(b"/d/a", "entry")]
 
 
+async def test_a_late_report_is_judged_by_when_its_scan_looked(setup: Any) -> None:
+    """A poll that looked within the window but landed after it (a loaded machine, its
+    changed directories listed again first) still reports the mount's own change."""
+    cache, backend, clock, root = setup
+    (await cache.readdir(b"/d"))
+    (await cache.chmod(b"/d/a", 0o600))
+    clock.now += OWN_WINDOW + 1.0  # the report arrives late...
+    late = [Change(b"/d/a", "entry")]
+    assert cache.remote.apply(late, age=1.5) == []  # ...from a scan that began in time
+    assert cache.remote.apply(late, age=0.5) == late  # one that began after the window
+
+
 async def test_a_directory_gone_drops_its_subtree(setup: Any) -> None:
     cache, backend, clock, root = setup
     os.makedirs(os.path.join(root, "d", "sub"))

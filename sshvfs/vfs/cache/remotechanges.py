@@ -52,16 +52,24 @@ class RemoteChanges:
                 if now - own[key] >= self.own_window:
                     del own[key]
 
-    def is_own(self, path: bytes) -> bool:
+    def is_own(self, path: bytes, age: float = 0.0) -> bool:
+        """Did the mount change ``path`` within ``own_window`` before a report that looked
+        ``age`` seconds ago?"""
         when = self._own.get(path)
-        return when is not None and self._timer() - when < self.own_window
+        return when is not None and self._timer() - age - when < self.own_window
 
     def apply(
-        self, changes: list[Change], fresh: dict[bytes, list[Entry]] | None = None
+        self,
+        changes: list[Change],
+        fresh: dict[bytes, list[Entry]] | None = None,
+        age: float = 0.0,
     ) -> list[Change]:
         """Drop what ``changes`` make stale; returns those that were not the mount's own
         (what the kernel must be told too). ``fresh``: new listings of ``"dir"`` changes'
-        directories, compared with the cached ones to tell which names changed."""
+        directories, compared with the cached ones to tell which names changed. ``age``:
+        how long ago the scan that found them began (0 for events): a report is the mount's
+        own by when it looked, not by when it arrived (a poll under load, its changed
+        directories listed again, may land well after it looked)."""
         cache = self._cache
         kept: list[Change] = []
         listings: set[bytes] = set()
@@ -72,7 +80,7 @@ class RemoteChanges:
                 cache.invalidate(None)
                 self.applied += 1
                 return [change]
-            if kind in ("entry", "name") and self.is_own(path):
+            if kind in ("entry", "name") and self.is_own(path, age):
                 self.own_skipped += 1
                 continue
             kept.append(change)
