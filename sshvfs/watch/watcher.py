@@ -505,12 +505,17 @@ class RemoteWatcher:
         began = self._timer()
         records = await self._command(lister, scan_command(workdir, batches, self._since(since)))
         self.scans += 1
-        await self._scanned(records, began)
+        await self._scanned(records, began, catching_up=True)
 
-    async def _scanned(self, records: list[bytes], began: float) -> None:
+    async def _scanned(self, records: list[bytes], began: float, catching_up: bool = False) -> None:
         """A scan's changes (it began at ``began``); a directory whose names changed is
         listed again, so that only the names that came, went or changed count (not the
-        mount's own)."""
+        mount's own).
+
+        ``catching_up``: a catch-up reaches back CATCH_UP_SLACK before a directory's first
+        use (clocks differ), so it reports what changed just before the mount listed it,
+        which the mount's listing has already. There the files' directories are listed
+        again too, and only files that differ from what the mount has count."""
         watched = frozenset(self._scope)
         found = (parse_scan(r, self.root, watched) for r in records)
         changes = list(dict.fromkeys(c for c in found if c is not None))  # a dir comes twice
@@ -522,8 +527,41 @@ class RemoteWatcher:
                         listings[change.path] = await self._relist(change.path)
                     except OSError:
                         pass  # gone or unreadable: its names all count as changed
+            if catching_up:
+                changes = await self._compared(changes, listings, watched)
         if changes:
             await self._deliver(changes, listings, began)
+
+    async def _compared(
+        self,
+        changes: list[Change],
+        listings: dict[bytes, list[Entry]],
+        watched: frozenset[bytes],
+    ) -> list[Change]:
+        """Files' changes in watched directories that could be listed again (fetched into
+        ``listings``) become their directory's change, which the mount compares name by
+        name with what it has; the rest stay as they are."""
+        assert self._relist is not None
+        parents: dict[bytes, None] = {}
+        for change in changes:
+            if change.kind == "entry" and change.path != b"/":
+                parent = change.path.rpartition(b"/")[0] or b"/"
+                if parent in watched:
+                    parents[parent] = None
+        for parent in parents:
+            if parent not in listings and len(listings) < MAX_RELISTS:
+                try:
+                    listings[parent] = await self._relist(parent)
+                except OSError:
+                    pass  # its files' changes count as reported
+        out: dict[Change, None] = {}
+        for change in changes:
+            parent = change.path.rpartition(b"/")[0] or b"/"
+            if change.kind == "entry" and parent in parents and parent in listings:
+                out[Change(parent, "dir")] = None
+            else:
+                out[change] = None
+        return list(out)
 
     async def _run_poll(self, lister: ExecLister) -> None:
         workdir = self._workdir = await self._new_workdir(lister)

@@ -303,3 +303,36 @@ def test_the_catch_up_reaches_back_to_first_use_and_no_further(sshd: Sshd) -> No
             )
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_files_made_just_before_first_use_are_not_reported_changed(sshd: Sshd) -> None:
+    """The catch-up reaches back 2 s before a directory's first use (clocks differ), so it
+    finds files made just before the mount listed them: compared with that listing, they
+    are what the mount has, and keep their cached attributes (no round trip each)."""
+    base = tempfile.mkdtemp(prefix="sshvfs-watch-")
+    remote = os.path.join(base, "remote")
+    os.makedirs(os.path.join(remote, "new"))
+    for i in range(10):
+        with open(os.path.join(remote, "new", f"f{i}"), "w") as f:
+            f.write("x" * i)
+    try:
+        options = ["watch=inotify", "cache_timeout=600"]
+        with mounted(sshd, remote, os.path.join(base, "mnt"), options) as m:
+            mnt = m.mountpoint
+            new = os.path.join(mnt, "new")
+            # both listed within 2 s of their making (a directory whose names changed and
+            # that the mount did not list loses what it has of them: which ones is unknown)
+            assert os.listdir(mnt) == ["new"]
+            assert len(os.listdir(new)) == 10
+            settled(mnt, 2)  # watched, and caught up
+            before = status(mnt)["cache"]
+            for i in range(10):
+                assert os.stat(os.path.join(new, f"f{i}")).st_size == i
+            after = status(mnt)["cache"]
+            assert isinstance(before, dict) and isinstance(after, dict)
+            assert after["misses"] == before["misses"], (before, after, watch_status(mnt))
+            # a real change found by a catch-up still counts: made before the watch stood
+            open(os.path.join(remote, "new", "late"), "w").close()
+            wait_for(lambda: "late" in os.listdir(new), INOTIFY_BOUND, "a late file")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

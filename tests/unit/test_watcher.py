@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from sshvfs.vfs.types import Change
+from sshvfs.vfs.types import Attrs, Change, Entry
 from sshvfs.watch import watcher as w
 from sshvfs.watch.watcher import RemoteWatcher
 
@@ -93,3 +93,40 @@ async def test_a_scan_s_changes_carry_how_long_ago_it_looked() -> None:
     await watcher._scanned([b"/srv/d/f"], began)
     await watcher._deliver([Change(b"/d/g", "entry")])
     assert [args[2] for args in got] == [7.5, 0.0]
+
+
+async def test_a_catch_up_compares_files_with_their_directory_s_listing() -> None:
+    """A catch-up reaches back before a directory's first use: the files it reports are
+    handed over as their directory's change with a fresh listing (the mount compares name
+    by name), so files made just before the mount listed them are not dropped. A directory
+    that cannot be listed again keeps its files' changes as reported."""
+    clock = Clock()
+    got: list[tuple[object, ...]] = []
+
+    async def apply(*args: object) -> None:
+        got.append(args)
+
+    fresh = [Entry(b"f", Attrs(0o100644, 1, 0, 0, 1, 0, 0))]
+
+    async def relist(path: bytes) -> list[Entry]:
+        if path == b"/gone":
+            raise FileNotFoundError(2, "gone")
+        return fresh
+
+    watcher = RemoteWatcher("inotify", b"/srv", apply, lambda: None, relist, timer=clock)
+    for d in (b"/d", b"/gone"):
+        watcher.use(d)
+    records = [b"/srv/d/f", b"/srv/d/g", b"/srv/gone/h", b"/srv/other/i"]
+    await watcher._scanned(records, clock.now, catching_up=True)
+    [(changes, listings, _)] = got
+    assert changes == [
+        Change(b"/d", "dir"),
+        Change(b"/gone/h", "entry"),
+        Change(b"/other/i", "entry"),
+    ]
+    assert listings == {b"/d": fresh}
+    # a poll's report stays as it is: the files changed since the poll before last
+    got.clear()
+    await watcher._scanned(records, clock.now)
+    [(changes, listings, _)] = got
+    assert [c.kind for c in changes] == ["entry"] * 4 and listings == {}
