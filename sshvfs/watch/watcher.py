@@ -41,7 +41,6 @@ from .remote import (
     driver_command,
     parse_clock,
     parse_event,
-    parse_scan,
     poll_command,
     probe_inotify_command,
     remote_path,
@@ -54,6 +53,7 @@ from .remote import (
     take_records,
     workdir_command,
 )
+from .scans import Relist, scan_changes
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +75,12 @@ LOSS_SLACK = 90.0
 PENDING_TRUST = 2.0
 #: seconds a batch's watches may take to stand before the driver counts as broken
 BATCH_TIMEOUT = 60.0
-#: directories listed again after one scan (the others' names all count as changed)
-MAX_RELISTS = 64
 #: driver failures on one connection after which the watcher polls instead
 MAX_DRIVER_FAILURES = 3
 
 #: the mount's side: the changes, fresh listings of ``"dir"`` changes' directories, and how
 #: long ago (seconds) what reports them looked: the scan's start (0 for an event)
 Apply = Callable[[list[Change], dict[bytes, list[Entry]], float], Awaitable[None]]
-Relist = Callable[[bytes], Awaitable[list[Entry]]]
 
 
 class _Driver:
@@ -508,60 +505,13 @@ class RemoteWatcher:
         await self._scanned(records, began, catching_up=True)
 
     async def _scanned(self, records: list[bytes], began: float, catching_up: bool = False) -> None:
-        """A scan's changes (it began at ``began``); a directory whose names changed is
-        listed again, so that only the names that came, went or changed count (not the
-        mount's own).
-
-        ``catching_up``: a catch-up reaches back CATCH_UP_SLACK before a directory's first
-        use (clocks differ), so it reports what changed just before the mount listed it,
-        which the mount's listing has already. There the files' directories are listed
-        again too, and only files that differ from what the mount has count."""
-        watched = frozenset(self._scope)
-        found = (parse_scan(r, self.root, watched) for r in records)
-        changes = list(dict.fromkeys(c for c in found if c is not None))  # a dir comes twice
-        listings: dict[bytes, list[Entry]] = {}
-        if self._relist is not None:
-            for change in changes:
-                if change.kind == "dir" and len(listings) < MAX_RELISTS:
-                    try:
-                        listings[change.path] = await self._relist(change.path)
-                    except OSError:
-                        pass  # gone or unreadable: its names all count as changed
-            if catching_up:
-                changes = await self._compared(changes, listings, watched)
+        """A scan's changes (it began at ``began``), as :func:`.scans.scan_changes` makes
+        them, handed to the mount."""
+        changes, listings = await scan_changes(
+            records, self.root, frozenset(self._scope), self._relist, catching_up
+        )
         if changes:
             await self._deliver(changes, listings, began)
-
-    async def _compared(
-        self,
-        changes: list[Change],
-        listings: dict[bytes, list[Entry]],
-        watched: frozenset[bytes],
-    ) -> list[Change]:
-        """Files' changes in watched directories that could be listed again (fetched into
-        ``listings``) become their directory's change, which the mount compares name by
-        name with what it has; the rest stay as they are."""
-        assert self._relist is not None
-        parents: dict[bytes, None] = {}
-        for change in changes:
-            if change.kind == "entry" and change.path != b"/":
-                parent = change.path.rpartition(b"/")[0] or b"/"
-                if parent in watched:
-                    parents[parent] = None
-        for parent in parents:
-            if parent not in listings and len(listings) < MAX_RELISTS:
-                try:
-                    listings[parent] = await self._relist(parent)
-                except OSError:
-                    pass  # its files' changes count as reported
-        out: dict[Change, None] = {}
-        for change in changes:
-            parent = change.path.rpartition(b"/")[0] or b"/"
-            if change.kind == "entry" and parent in parents and parent in listings:
-                out[Change(parent, "dir")] = None
-            else:
-                out[change] = None
-        return list(out)
 
     async def _run_poll(self, lister: ExecLister) -> None:
         workdir = self._workdir = await self._new_workdir(lister)
