@@ -39,7 +39,7 @@ class Tasks:
         return len(self._running)
 
     def names(self) -> list[str]:
-        """The names of the tasks still running (the status file shows them)."""
+        """The names of the tasks still running."""
         return sorted(t.get_name() for t in self._running)
 
     def spawn(self, coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:

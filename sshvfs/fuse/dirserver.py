@@ -23,7 +23,7 @@ import pyfuse3
 from ..tasks import Spawn, spawn_detached
 from ..vfs.types import VFS, Attrs, Entry, join
 from . import control as ctl
-from .compat.features import READDIR_REPLY_STAT, SHOWN_INO
+from .compat.features import READDIR_REPLY_STAT
 from .dirstreams import DirHandle, DirStreams, cookie
 from .inodes import InodeTable
 from .notify import notify_in_thread
@@ -156,13 +156,9 @@ class DirServer:
         start = max(start - DOTS, 0)  # from here on an index into the entries
         ready = handle.ready
         parent, lookup, entry = self.inodes.get(parent_ino), self.inodes.lookup_in, self.entry
+        reply, template, shown = READDIR_REPLY_STAT, self._template, self.shown
+        serial = handle.serial
         show = self.inodes.show
-        reply, template, shown, serial = (
-            READDIR_REPLY_STAT,
-            self._template,
-            self.shown,
-            handle.serial,
-        )
         delivered = 0
         while True:
             for index in range(start, len(entries)):
@@ -176,18 +172,8 @@ class DirServer:
                 offset = cookie(serial, DOTS + index)
                 if reply is not None:
                     attrs = item.attrs if shown is None else shown(item.attrs)
-                    if SHOWN_INO:
-                        fits = reply(
-                            token,
-                            item.name,
-                            template,
-                            node.ino,
-                            attrs,
-                            offset,
-                            show(node, attrs.ino),
-                        )
-                    else:
-                        fits = reply(token, item.name, template, node.ino, attrs, offset)
+                    number = show(node, attrs.ino)
+                    fits = reply(token, item.name, template, node.ino, attrs, offset, number)
                 else:
                     fits = pyfuse3.readdir_reply(
                         token, item.name, entry(node.ino, item.attrs), offset
@@ -219,11 +205,9 @@ class DirServer:
             ino = dot.ino
             name = b"." if position == 0 else b".."
             offset = cookie(handle.serial, position)
-            if READDIR_REPLY_STAT is not None and SHOWN_INO:
+            if READDIR_REPLY_STAT is not None:
                 shown = self.inodes.show(dot, 0)
                 fits = READDIR_REPLY_STAT(token, name, self._template, ino, attrs, offset, shown)
-            elif READDIR_REPLY_STAT is not None:
-                fits = READDIR_REPLY_STAT(token, name, self._template, ino, attrs, offset)
             else:
                 fits = pyfuse3.readdir_reply(token, name, self.entry(ino, attrs), offset)
             if not fits:

@@ -97,7 +97,6 @@ class Operations(pyfuse3.Operations):
         self.timeouts = timeouts or Timeouts()
         #: how owners and permission bits are shown (idmap=, uid=, gid=, umask=)
         self.ownership = ownership or IDENTITY
-        #: how finely the server keeps times (SFTP v3: whole seconds)
         self.inodes = InodeTable()
         self._files: dict[int, OpenFile] = {}
         #: remote CLOSEs of released files, still in flight

@@ -21,11 +21,14 @@ log = logging.getLogger(__name__)
 
 #: FileInfo.noflush: a read-only open asks the kernel for no FLUSH at close
 NOFLUSH = bool(getattr(pyfuse3, "NOFLUSH", False))
-#: a readdirplus entry from an attributes tuple, no EntryAttributes object per entry
-READDIR_REPLY_STAT: Callable[..., bool] | None = getattr(pyfuse3, "readdir_reply_stat", None)
 #: EntryAttributes.st_ino_shown and readdir_reply_stat(shown=): stat() may show an st_ino
 #: apart from the node id (the server's inode number; see sshvfs.fuse.inodes)
 SHOWN_INO = bool(getattr(pyfuse3, "SHOWN_INO", False))
+#: a readdirplus entry from an attributes tuple, no EntryAttributes object per entry, with
+#: the st_ino it shows (a build of an older patch, without ``shown=``, lists the slow way)
+READDIR_REPLY_STAT: Callable[..., bool] | None = (
+    getattr(pyfuse3, "readdir_reply_stat", None) if SHOWN_INO else None
+)
 #: the pyfuse3 releases whose asyncio worker loop fdwait was written against (each worker:
 #: take the shim's Lock, wait_readable(/dev/fuse), read one request; notify_closing at end)
 SHIM_TESTED = ((3, 5),)
