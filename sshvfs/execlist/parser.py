@@ -43,7 +43,7 @@ __all__ = ["FIND_FORMAT", "NFIELDS", "BulkParseError", "ListingParser", "native"
 FIND_FORMAT = b"%P\\0%y\\0%m\\0%s\\0%T@\\0%A@\\0%C@\\0%U\\0%G\\0%n\\0%i\\0%l\\0/\\0"
 _MARKER = b"/"
 #: fields per record (the marker included); the shell's end record has as many
-NFIELDS = _NFIELDS = 13
+NFIELDS = 13
 #: longest field accepted before calling the output garbage (a deep %P may exceed PATH_MAX)
 _MAX_FIELD = 1 << 20
 
@@ -130,7 +130,7 @@ def _check_path(path: bytes, index: int) -> bytes:
 def _parse_record(fields: Sequence[bytes], index: int) -> tuple[bytes, Entry]:
     path, kind, mode, size, mtime, atime, ctime, uid, gid, nlink, ino, target, marker = fields
     if marker != _MARKER:
-        raise _fail(index, f"record marker missing (not {_NFIELDS} fields per entry?)", marker)
+        raise _fail(index, f"record marker missing (not {NFIELDS} fields per entry?)", marker)
     name = _check_path(path, index)
     type_bits = _TYPE_BITS.get(kind)
     if type_bits is None:
@@ -178,8 +178,8 @@ def _fast_batch(fields: list[bytes], resolution: int) -> list[tuple[bytes, Entry
     """Whole records at once, column by column: checks and conversions run in C over a
     column (bytes.join, isdigit, map), 4x faster than record by record. None when anything
     is unusual; the records are then parsed one by one, for a precise error."""
-    n = len(fields) // _NFIELDS
-    columns = [fields[i::_NFIELDS] for i in range(_NFIELDS)]
+    n = len(fields) // NFIELDS
+    columns = [fields[i::NFIELDS] for i in range(NFIELDS)]
     paths, kinds, modes, sizes, mtimes, atimes, ctimes, uids, gids, nlinks, inos = columns[:11]
     targets, markers = columns[11:]
     if markers.count(_MARKER) != n or not _KINDS.issuperset(kinds):
@@ -294,16 +294,16 @@ class ListingParser:
         partial = fields.pop()  # the field still missing its NUL
         if len(partial) > _MAX_FIELD:
             raise _fail(self._records, "unterminated field too long", partial)
-        whole = len(fields) - len(fields) % _NFIELDS
+        whole = len(fields) - len(fields) % NFIELDS
         body, end = fields[:whole], None
-        if self._framed and b"" in body[::_NFIELDS]:  # the end record (see end_command)
-            end = body[::_NFIELDS].index(b"") * _NFIELDS
+        if self._framed and b"" in body[::NFIELDS]:  # the end record (see end_command)
+            end = body[::NFIELDS].index(b"") * NFIELDS
             body = body[:end]
         out = _fast_batch(body, self._resolution) if body else []
         if out is None:  # something unusual: record by record, for a precise error
             out = [
-                _parse_record(body[i : i + _NFIELDS], self._records + i // _NFIELDS)
-                for i in range(0, len(body), _NFIELDS)
+                _parse_record(body[i : i + NFIELDS], self._records + i // NFIELDS)
+                for i in range(0, len(body), NFIELDS)
             ]
             if self._resolution != 1:
                 out = [(path, _floored(entry, self._resolution)) for path, entry in out]
@@ -311,7 +311,7 @@ class ListingParser:
         left = fields[whole:]
         self._pending = data[len(data) - sum(map(len, left)) - len(left) - len(partial) :]
         if end is not None:
-            self._end(fields[end : end + _NFIELDS], fields[end + _NFIELDS :], partial)
+            self._end(fields[end : end + NFIELDS], fields[end + NFIELDS :], partial)
         return out
 
     def _end(self, record: Sequence[bytes], after: Sequence[bytes], partial: bytes) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from ..vfs.types import Change, Entry
+from ..vfs.types import Change, Entry, split
 from .remote import parse_scan
 
 #: directories listed again after one scan (the others' names all count as changed)
@@ -58,7 +58,7 @@ async def _compared(
     parents: dict[bytes, None] = {}
     for change in changes:
         if change.kind == "entry" and change.path != b"/":
-            parent = change.path.rpartition(b"/")[0] or b"/"
+            parent = split(change.path)[0]
             if parent in watched:
                 parents[parent] = None
     for parent in parents:
@@ -69,7 +69,7 @@ async def _compared(
                 pass  # its files' changes count as reported
     out: dict[Change, None] = {}
     for change in changes:
-        parent = change.path.rpartition(b"/")[0] or b"/"
+        parent = split(change.path)[0]
         if change.kind == "entry" and parent in parents and parent in listings:
             out[Change(parent, "dir")] = None
         else:

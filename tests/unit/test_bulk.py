@@ -437,7 +437,7 @@ def _record(**changes: bytes) -> bytes:
 
 
 def test_record_shape_matches_find_format() -> None:
-    assert len(GOOD) == len(NAMES) == len(FIND4) == NFIELDS == lp._NFIELDS == 13
+    assert len(GOOD) == len(NAMES) == len(FIND4) == NFIELDS == 13
     directives = FIND_FORMAT.split(b"\\0")
     assert directives[-1] == b""  # every field NUL-terminated, the marker too
     assert dict(zip(NAMES, directives[:-1], strict=True)) == {

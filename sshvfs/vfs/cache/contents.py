@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from ...tasks import Spawn, spawn_detached
-from ..types import Attrs, VFSFile, join, split
+from ..types import Attrs, VFSFile, join, split, within
 
 if TYPE_CHECKING:
     from .cached import CachingVFS
@@ -87,7 +87,7 @@ class ContentCache:
         """Install a fetch of the tree at ``root`` (mount path), made at ``since``."""
         self.fetches += 1
         for rel, (mtime_s, data) in files.items():
-            path = root.rstrip(b"/") + b"/" + rel
+            path = join(root, rel)
             self.drop(path)
             if len(data) > self.max_bytes:
                 continue
@@ -121,8 +121,7 @@ class ContentCache:
             self.bytes -= len(copy.data)
 
     def drop_subtree(self, root: bytes) -> None:
-        prefix = root.rstrip(b"/") + b"/"
-        for path in [p for p in self._copies if p.startswith(prefix) or p == root]:
+        for path in [p for p in self._copies if within(p, root)]:
             self.drop(path)
 
     def clear(self) -> None:

@@ -19,7 +19,7 @@ import os
 from typing import TYPE_CHECKING
 
 from ...tasks import Spawn, spawn_detached
-from ..types import Entry, tree_progress, within
+from ..types import Entry, split, tree_progress, within
 from .walks import WalkDetector
 
 if TYPE_CHECKING:
@@ -80,9 +80,7 @@ class TreePrefetcher:
         wait for it. The listing it landed, or None: list ``path`` by yourself."""
         if self._walk is None:
             return None
-        root = self._walk.listed(path, self._timer())
-        if root is not None and root not in self._prefetching:
-            self._start(root)
+        self._listed(path, self._timer())
         listing = await self._landing(path)
         return list(listing.entries.values()) if listing is not None else None
 
@@ -100,14 +98,12 @@ class TreePrefetcher:
         self._lookup_misses[directory] = misses
         if misses == 2:
             now = self._timer()
-            parent = directory.rpartition(b"/")[0] or b"/"
+            parent = split(directory)[0]
             if directory != b"/" and parent in self._lookup_misses:
                 # the lookup that reached this directory was one in its parent: the walk
                 # may have begun there (git status looks in .git before the worktree)
                 self._walk.listed(parent, now)
-            root = self._walk.listed(directory, now)
-            if root is not None and root not in self._prefetching:
-                self._start(root)
+            self._listed(directory, now)
         if directory in self._waited_out:
             return False  # it waited once for this prefetch: the rest ask the server
         if await self._landing(directory, LOOKUP_WAIT) is not None:
@@ -141,6 +137,13 @@ class TreePrefetcher:
             return False
         self._start(root)
         return True
+
+    def _listed(self, path: bytes, now: float) -> None:
+        """Tell the walk detector ``path`` was listed; prefetch the root of a walk it spots."""
+        assert self._walk is not None
+        root = self._walk.listed(path, now)
+        if root is not None and root not in self._prefetching:
+            self._start(root)
 
     def _start(self, root: bytes) -> None:
         self._prefetching[root] = asyncio.Event()
