@@ -23,7 +23,7 @@ import errno
 import os
 import stat as _stat
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -341,11 +341,11 @@ class CachingVFS(SetAttrs):
             self.stats.hits += 1
             return cached
         self.stats.misses += 1
+        parent = split(path)[0]
         if self.on_use is not None:
-            self.on_use(split(path)[0] if path != b"/" else path, None)
+            self.on_use(parent, None)
         if path != b"/" and (
-            await self._prefetcher.lookup_missed(split(path)[0])
-            or await self._lookup_lister.listed(split(path)[0])
+            await self._prefetcher.lookup_missed(parent) or await self._lookup_lister.listed(parent)
         ):
             cached = self._cached_attrs(path)
             if cached is _MISSING:
@@ -520,14 +520,19 @@ class CachingVFS(SetAttrs):
             file.size_hint(known.size)  # spares a small file's second READ (its EOF)
         return CachedFile(self, file, changes)
 
-    async def mkdir(self, path: bytes, mode: int = 0o755) -> None:
-        self._opened.discard(path)
+    async def _making(self, path: bytes, action: Awaitable[None]) -> None:
+        """Make the new name ``path`` by ``action``: it and its directory's attributes are
+        asked again afterwards, whatever came of it."""
         self._mark(path)
         try:
-            await self.inner.mkdir(path, mode)
+            await action
         finally:
             self._mark(path)
             self._attrs.pop(split(path)[0], None)
+
+    async def mkdir(self, path: bytes, mode: int = 0o755) -> None:
+        self._opened.discard(path)
+        await self._making(path, self.inner.mkdir(path, mode))
         if self._enabled_neg:
             # It is empty, and whoever made it is about to fill it (tar, cp -r, git
             # checkout): every name in it counts as looked up and missing for a moment, so
@@ -576,22 +581,14 @@ class CachingVFS(SetAttrs):
             self._learn(new, known)  # a rename changes the name, not the attributes
 
     async def symlink(self, target: bytes, path: bytes) -> None:
-        self._mark(path)
-        try:
-            await self.inner.symlink(target, path)
-        finally:
-            self._mark(path)
-            self._attrs.pop(split(path)[0], None)
+        await self._making(path, self.inner.symlink(target, path))
 
     async def link(self, existing: bytes, new: bytes) -> None:
-        self._mark(new)
         try:
-            await self.inner.link(existing, new)
+            await self._making(new, self.inner.link(existing, new))
         finally:
-            self._mark(new)
             self._mark(existing)  # its link count changed
             self._linked.update((existing, new))
-            self._attrs.pop(split(new)[0], None)
 
     async def close(self) -> None:
         await self.inner.close()
