@@ -7,7 +7,7 @@ import io
 import os
 import tarfile
 
-from .commands import end_status, quote
+from .commands import ended, quote
 
 
 def archive_limit(max_file: int, max_files: int) -> int:
@@ -99,15 +99,10 @@ class ContentParser:
 def _end_record(rest: bytearray) -> int | None:
     """The shell's end record (see :func:`~sshvfs.execlist.commands.end_record`) that
     ``rest`` holds, once whole: its status; None while it is still coming."""
-    if len(rest) >= 2 and rest.endswith(b"/\0"):
-        body = bytes(rest)
-        status = end_status(body)
-        if status is None:
-            raise ValueError(f"contents: bad end record {body[:40]!r}")
-        return status
-    if len(rest) > 32:
+    status = ended(rest)
+    if status is None and len(rest) > 32:
         raise ValueError("contents: trailing bytes after the archive")
-    return None
+    return status
 
 
 _ZERO_BLOCK = bytes(512)

@@ -30,6 +30,7 @@ __all__ = [
     "end_command",
     "end_record",
     "end_status",
+    "ended",
     "error_from_exit",
     "listing_command",
     "parse_listing",
@@ -119,6 +120,17 @@ def end_status(record: bytes) -> int | None:
         return None
     status = record[1 : -len(_END_TAIL)]
     return int(status) if status.isdigit() and status.isascii() else None
+
+
+def ended(rest: bytes | bytearray) -> int | None:
+    """What came after a command's own output, once it is the whole end record: the exit
+    status; None while it is still coming. ValueError when it is not an end record."""
+    if not rest.endswith(b"/\0"):  # the end record's last field
+        return None
+    status = end_status(bytes(rest))
+    if status is None:
+        raise ValueError(f"bad end record {bytes(rest[:40])!r}")
+    return status
 
 
 def probe_command() -> bytes:

@@ -18,7 +18,7 @@ Change records are NUL-terminated on every stream:
 
 from __future__ import annotations
 
-from ..execlist.commands import end_status, quote
+from ..execlist.commands import ended, quote
 from ..vfs.types import Change
 
 #: inotify events that change what the mount shows (not access, open or close_nowrite)
@@ -267,9 +267,6 @@ class RecordParser:
             if self._size > self._limit:
                 raise ValueError(f"more than {self._limit} bytes of records")
             del self._buf[: cut + 1]
-        if self._ended and self._buf.endswith(b"/\0"):  # the end record's last field
-            body = bytes(self._buf)
-            self.exit_status = end_status(body)
-            if self.exit_status is None:
-                raise ValueError(f"bad end record {body[:40]!r}")
+        if self._ended:
+            self.exit_status = ended(self._buf)
         return []
