@@ -157,8 +157,101 @@ class FileParser:
             self._next += 512 + -(-size // 512) * 512
 
 
+class _Unusual(Exception):
+    """A tar feature the lean reader leaves to :mod:`tarfile`."""
+
+
+#: regular-file type flags (``tarfile.REGULAR_TYPES`` without sparse files, left to tarfile)
+_REGULAR = (b"0", b"\0", b"7")
+
+
+def _octal(field: bytes) -> int:
+    if field[:1] and field[0] & 0x80:
+        raise _Unusual("base-256 number")
+    return int(field.split(b"\0", 1)[0].strip() or b"0", 8)
+
+
+def _pax(records: bytes) -> dict[bytes, bytes]:
+    """A pax extended header's ``LEN KEY=VALUE\\n`` records."""
+    out: dict[bytes, bytes] = {}
+    at = 0
+    while at < len(records) and records[at : at + 1] != b"\0":
+        space = records.index(b" ", at)
+        length = int(records[at:space])
+        if length <= space - at:
+            raise _Unusual("bad pax record")
+        key, _, value = records[space + 1 : at + length - 1].partition(b"=")
+        out[key] = value
+        at += length
+    return out
+
+
+def _lean_parse(archive: bytes) -> dict[bytes, tuple[int, bytes]]:
+    """:func:`parse_archive` for what GNU and POSIX tars write for small files: headers
+    checked by their checksum, GNU long names, ustar prefixes, pax paths and times.
+    Anything else (base-256 numbers, sparse files, pax sizes) raises _Unusual."""
+    out: dict[bytes, tuple[int, bytes]] = {}
+    end = len(archive)
+    at = 0
+    long_name: bytes | None = None
+    pax: dict[bytes, bytes] = {}
+    while at + 512 <= end:
+        header = archive[at : at + 512]
+        if header == _ZERO_BLOCK:
+            return out
+        if sum(header) - sum(header[148:156]) + 256 != _octal(header[148:156]):
+            raise _Unusual("checksum")  # tarfile also takes signed sums, and says why not
+        size = _octal(header[124:136])
+        flag = header[156:157]
+        start = at + 512
+        at = start + -(-size // 512) * 512
+        if start + size > end:
+            raise ValueError("contents: a file is short in the archive")
+        data = archive[start : start + size]
+        if flag == b"L":
+            long_name = data.split(b"\0", 1)[0]
+            continue
+        if flag == b"x":
+            pax = _pax(data)
+            if b"size" in pax or any(k.startswith(b"GNU.sparse") for k in pax):
+                raise _Unusual("pax size")
+            continue
+        if flag in (b"g", b"K"):
+            continue
+        name = header[:100].split(b"\0", 1)[0]
+        if header[257:263] == b"ustar\0":
+            prefix = header[345:500].split(b"\0", 1)[0]
+            if prefix:
+                name = prefix + b"/" + name
+        name = pax.get(b"path") or long_name or name
+        mtime = pax.get(b"mtime")
+        mtime_s = int(mtime.split(b".", 1)[0] or b"0") if mtime else _octal(header[136:148])
+        long_name, pax = None, {}
+        if flag == b"S":
+            raise _Unusual("sparse file")
+        if flag not in _REGULAR:
+            continue
+        while name.startswith(b"./"):
+            name = name[2:]
+        if name:
+            out[name] = (mtime_s, data)
+    raise ValueError("contents: the archive has no end")
+
+
 def parse_archive(archive: bytes) -> dict[bytes, tuple[int, bytes]]:
-    """``{relative path: (mtime seconds, data)}`` of the regular files in a tar archive."""
+    """``{relative path: (mtime seconds, data)}`` of the regular files in a tar archive.
+
+    Read by hand, not by :mod:`tarfile`: it took 30-35 ms for a fetch of 1,000 files, all
+    of it on the one loop every kernel request waits for (it made p99s of 40-55 ms in an
+    editor's opens at loopback); the rare archive this reader does not know goes to
+    tarfile."""
+    try:
+        return _lean_parse(archive)
+    except _Unusual:
+        return _tarfile_parse(archive)
+
+
+def _tarfile_parse(archive: bytes) -> dict[bytes, tuple[int, bytes]]:
     out: dict[bytes, tuple[int, bytes]] = {}
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:
         for member in tar:

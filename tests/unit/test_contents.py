@@ -339,3 +339,76 @@ async def test_a_read_in_a_repository_s_metadata_fetches_only_the_metadata() -> 
     prefetcher.missed(b"/w/repo/src/main.c")
     await asyncio.sleep(0.01)
     assert backend.fetched == [b"/w/repo/.git", b"/w"]
+
+
+def _written(fmt: int, files: dict[str, tuple[int, bytes]]) -> bytes:
+    """A tar of ``files`` in format ``fmt``, with a directory, a symlink and a hard link
+    among them (which the reader skips)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        extra = tarfile.TarInfo("./sub")
+        extra.type = tarfile.DIRTYPE
+        tar.addfile(extra)
+        for name, (mtime, data) in files.items():
+            info = tarfile.TarInfo("./" + name)
+            info.size, info.mtime = len(data), mtime
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("./link")
+        link.type, link.linkname = (
+            tarfile.SYMTYPE,
+            "x" * (80 if fmt == tarfile.USTAR_FORMAT else 150),
+        )
+        tar.addfile(link)
+        hard = tarfile.TarInfo("./hard")
+        hard.type, hard.linkname = tarfile.LNKTYPE, "./a.txt"
+        tar.addfile(hard)
+    return buf.getvalue()
+
+
+LONG = "d" * 60 + "/" + "e" * 70 + "/" + "f" * 90 + ".txt"  # over 100 bytes: long-name rules
+
+
+@pytest.mark.parametrize(
+    "fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT], ids=str
+)
+def test_the_lean_reader_reads_what_tarfile_reads(fmt: int) -> None:
+    from sshvfs.execlist import archive
+
+    files = {
+        "a.txt": (1_700_000_000, b"alpha\n"),
+        "sub/empty": (5, b""),
+        "sub/block": (1_700_000_001, b"b" * 512),
+        "sub/odd": (1_700_000_002, bytes(range(256)) * 3),
+        LONG: (1_700_000_003, b"long name\n"),
+    }
+    if fmt == tarfile.PAX_FORMAT:
+        files["ünï/cödé"] = (1_700_000_004, b"pax path\n")  # non-ASCII: a pax path record
+    data = _written(fmt, files)
+    lean = archive._lean_parse(data)
+    assert lean == archive._tarfile_parse(data)
+    assert lean == {k.encode(): v for k, v in files.items()}
+
+
+def test_the_lean_reader_reads_gnu_tar_s_own_output(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from sshvfs.execlist import archive
+
+    root = Path(str(tmp_path))
+    (root / LONG).parent.mkdir(parents=True)
+    (root / LONG).write_bytes(b"x" * 1000)
+    (root / "small").write_bytes(b"y")
+    out = subprocess.run(
+        ["tar", "-C", str(root), "-cf", "-", "."], capture_output=True, check=True
+    ).stdout
+    assert archive._lean_parse(out) == archive._tarfile_parse(out)
+    assert set(archive._lean_parse(out)) == {LONG.encode(), b"small"}
+
+
+def test_a_damaged_archive_is_refused_not_misread() -> None:
+    data = bytearray(_archive({"a": (1, b"x" * 600), "b": (2, b"y")}))
+    data[512 * 3 + 10] ^= 0x20  # inside the second header's name: its checksum fails
+    # tarfile stops at a bad header after the first: what came before it is intact
+    assert parse_archive(bytes(data)) == {b"a": (1, b"x" * 600)}
+    with pytest.raises(ValueError):
+        parse_archive(_archive({"a": (1, b"x" * 600)})[:1024])  # cut inside the data
