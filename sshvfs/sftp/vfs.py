@@ -29,6 +29,7 @@ from ..transfers import Transfers
 from ..transport.connection import Connection
 from ..transport.session import Session
 from ..vfs.types import Attrs, Entry, StatFs, VFSFile
+from .file import SftpFile
 from .streaming import Streaming
 from .wire import _LOST, _attrs, _entry, _pflags, _translate, setstat_attrs
 
@@ -351,8 +352,6 @@ class SftpVFS:
 
         # O_EXCL twice would fail where the first try may have created the file
         handle, attrs = await self._op(path, action, explain, idempotent=not flags & os.O_EXCL)
-        from .file import SftpFile  # it builds on this module's error mapping
-
         return SftpFile(self, path, handle, self._streaming, attrs, flags)
 
     async def mkdir(self, path: bytes, mode: int = 0o755) -> None:
