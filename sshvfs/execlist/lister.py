@@ -24,6 +24,7 @@ from typing import Any, cast
 
 import asyncssh
 
+from ..transport.connection import SftpAttrs, SftpName, SftpSession
 from ..vfs.types import Entry, listing_progress, tree_progress
 from .archive import (
     ContentParser,
@@ -389,8 +390,8 @@ class DirLister:
 
     def __init__(
         self,
-        sftp: asyncssh.SFTPClient,
-        to_entry: Callable[[asyncssh.SFTPName], Entry | None],
+        sftp: SftpSession,
+        to_entry: Callable[[SftpName], Entry | None],
         policy: ListingPolicy,
         bulk: ExecLister | None,
     ) -> None:
@@ -480,11 +481,11 @@ class DirLister:
         policy, bulk = self.policy, self.bulk
         may_switch = allow_switch and policy.mode == "auto" and bulk is not None
         st_size = policy.size_hint(path)
-        size_task: asyncio.Future[asyncssh.SFTPAttrs] | None = None
+        size_task: asyncio.Future[SftpAttrs] | None = None
         entries: list[Entry] = []
         started = time.monotonic()
         switched = False
-        names = cast(AsyncGenerator[asyncssh.SFTPName, None], self._sftp.scandir(remote))
+        names = cast(AsyncGenerator[SftpName, None], self._sftp.scandir(remote))
         try:
             async with contextlib.aclosing(names):
                 async for name in names:

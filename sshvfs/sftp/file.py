@@ -20,6 +20,7 @@ import asyncssh
 
 from ..errors import fs_error
 from ..transfers import Direction, Transfer
+from ..transport.connection import SftpHandle
 from ..vfs.stream.readahead import ReadAhead
 from ..vfs.stream.writebehind import WriteBehind, retrieve
 from ..vfs.types import Attrs
@@ -54,7 +55,7 @@ class SftpFile:
         self,
         vfs: SftpVFS,
         path: bytes,
-        handle: asyncssh.SFTPClientFile,
+        handle: SftpHandle,
         streaming: Streaming,
         attrs: Attrs | None = None,
         flags: int = os.O_RDONLY,
@@ -113,7 +114,7 @@ class SftpFile:
 
     # -- asyncio side: what the ReadAhead and WriteBehind call ------------------------------
 
-    async def _live_handle(self) -> asyncssh.SFTPClientFile:
+    async def _live_handle(self) -> SftpHandle:
         """The handle, reopened by path if the connection was replaced since it was opened."""
         if self._generation == self._vfs.generation:
             return self._handle

@@ -24,7 +24,7 @@ from ..vfs.stream.readahead import ReadAhead
 from ..vfs.stream.writeorder import WriteOrder
 
 if TYPE_CHECKING:
-    import asyncssh
+    from ..transport.connection import SftpSession
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class Streaming:
         self.write_settled = 0
 
     @classmethod
-    def for_sftp(cls, sftp: asyncssh.SFTPClient, transfers: Transfers | None = None) -> Streaming:
+    def for_sftp(cls, sftp: SftpSession, transfers: Transfers | None = None) -> Streaming:
         """Block sizes from the server's limits@openssh.com (asyncssh assumes 16 KiB
         without it); corked READ bursts when the session runs over TCP."""
         limits = StreamLimits(max(1, sftp.limits.max_read_len), max(1, sftp.limits.max_write_len))

@@ -17,7 +17,7 @@ import os
 import stat as _stat
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import asyncssh
 
@@ -26,7 +26,7 @@ from ..execlist.lister import DEFAULT_SESSIONS, DirLister, ExecLister
 from ..execlist.policy import ListingPolicy
 from ..tasks import Spawn, spawn_detached
 from ..transfers import Transfers
-from ..transport.connection import Connection
+from ..transport.connection import Connection, SftpAttrs, SftpHandle, SftpSession
 from ..transport.session import Session
 from ..vfs.types import Attrs, Entry, StatFs, VFSFile
 from .file import SftpFile
@@ -50,7 +50,7 @@ class SftpVFS:
 
     def __init__(
         self,
-        sftp: asyncssh.SFTPClient,
+        sftp: SftpSession,
         root: bytes,
         *,
         exec_conn: asyncssh.SSHClientConnection | None = None,
@@ -142,7 +142,7 @@ class SftpVFS:
         return self._root or b"/"
 
     @property
-    def sftp(self) -> asyncssh.SFTPClient:
+    def sftp(self) -> SftpSession:
         return self._sftp
 
     def remote(self, path: bytes) -> bytes:
@@ -320,7 +320,7 @@ class SftpVFS:
         remote = self.remote(path)
         create = bool(flags & os.O_CREAT)
 
-        async def action() -> tuple[asyncssh.SFTPClientFile, Attrs | None]:
+        async def action() -> tuple[SftpHandle, Attrs | None]:
             attrs = asyncssh.SFTPAttrs(permissions=mode & 0o7777) if create else None
             # block_size=0: one READ/WRITE per call; SftpFile does its own pipelining
             opening = self._sftp.open(
@@ -340,7 +340,8 @@ class SftpVFS:
             )
             if isinstance(handle, BaseException):
                 raise handle
-            return handle, _attrs(st) if isinstance(st, asyncssh.SFTPAttrs) else None
+            known = None if isinstance(st, BaseException) else _attrs(cast(SftpAttrs, st))
+            return cast(SftpHandle, handle), known
 
         async def explain() -> int | None:
             kind = await self._kind(remote)

@@ -10,6 +10,7 @@ import stat as _stat
 import asyncssh
 
 from ..errors import fs_error
+from ..transport.connection import SftpAttrs, SftpName
 from ..vfs.types import Attrs, Entry
 
 _ERRNO_BY_CODE: dict[int, int] = {
@@ -62,7 +63,7 @@ def _translate(exc: BaseException, path: bytes) -> OSError:
     return fs_error(errno.EIO, path, f"connection error: {exc}")
 
 
-def _attrs(a: asyncssh.SFTPAttrs, nlink: int | None = None) -> Attrs:
+def _attrs(a: SftpAttrs, nlink: int | None = None) -> Attrs:
     mtime_ns = (a.mtime or 0) * 1_000_000_000 + (a.mtime_ns or 0)
     atime_ns = (a.atime or 0) * 1_000_000_000 + (a.atime_ns or 0)
     return Attrs(
@@ -86,7 +87,7 @@ def _nlink_from_longname(longname: bytes | str | None) -> int | None:
     return None
 
 
-def _entry(name: asyncssh.SFTPName) -> Entry | None:
+def _entry(name: SftpName) -> Entry | None:
     """A READDIR name as an Entry; None for ``.`` and ``..``."""
     filename = name.filename
     assert isinstance(filename, bytes)

@@ -15,12 +15,10 @@ import asyncio
 import logging
 import socket
 
-import asyncssh
-
 log = logging.getLogger(__name__)
 
 
-def socket_of(sftp: asyncssh.SFTPClient) -> socket.socket | None:
+def socket_of(sftp: object) -> socket.socket | None:
     """The TCP socket under an SFTP session, or None when there is none to reach."""
     # SFTPClient does not expose its channel; its handler's writer (an SSHWriter) does
     writer = getattr(getattr(sftp, "_handler", None), "_writer", None)

@@ -301,17 +301,28 @@ class Master:
             *rest,
         ]
 
-    async def sftp_process(self) -> asyncio.subprocess.Process:
-        """The SFTP session, as a mux session (the master itself runs no session)."""
-        return self._track(
-            await asyncio.create_subprocess_exec(
+    async def sftp_process(self) -> tuple[asyncio.subprocess.Process, int, int]:
+        """The SFTP session, as a mux session (the master itself runs no session): the
+        process, the fd its input is written to and the fd its output is read from (plain
+        pipes, ours to close: the SFTP client reads them with a protocol of its own)."""
+        to_child, child_in = os.pipe()
+        child_out, from_child = os.pipe()
+        try:
+            proc = await asyncio.create_subprocess_exec(
                 *self.mux_argv("-s", "--", self.target.host, "sftp"),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
+                stdin=to_child,
+                stdout=from_child,
                 stderr=asyncio.subprocess.DEVNULL,
                 start_new_session=True,
             )
-        )
+        except BaseException:
+            for fd in (child_in, child_out):
+                os.close(fd)
+            raise
+        finally:
+            for fd in (to_child, from_child):
+                os.close(fd)
+        return self._track(proc), child_in, child_out
 
     def _track(self, proc: asyncio.subprocess.Process) -> asyncio.subprocess.Process:
         """Remember a session's process until it ends, so that closing reaps it."""

@@ -1,0 +1,204 @@
+"""The lean SFTP client (the OpenSSH transport's codec) against OpenSSH's own sftp-server,
+run directly over two pipes: every request, the errors as asyncssh names them, large
+writes, the end of the session, framing in any chunks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import struct
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from sshvfs.transport import sftppipe
+from sshvfs.transport.sftppipe import SftpClient, start_client
+
+SERVERS = (
+    "/usr/lib/openssh/sftp-server",
+    "/usr/libexec/openssh/sftp-server",
+    "/usr/lib/sftp-server",
+)
+READ, WRITE, CREAT, TRUNC, EXCL = 1, 2, 8, 16, 32
+
+
+def _server() -> str:
+    for path in SERVERS:
+        if os.access(path, os.X_OK):
+            return path
+    raise AssertionError(f"OpenSSH's sftp-server not found in {SERVERS}")
+
+
+class Session:
+    def __init__(self, client: SftpClient, proc: asyncio.subprocess.Process, root: Path):
+        self.client = client
+        self.proc = proc
+        self.root = root
+
+    def path(self, name: str) -> bytes:
+        return os.fsencode(self.root / name)
+
+    def open_fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+
+@pytest.fixture
+async def session(tmp_path: Path) -> AsyncIterator[Session]:
+    to_child, into = os.pipe()
+    out_of, from_child = os.pipe()
+    proc = await asyncio.create_subprocess_exec(_server(), stdin=to_child, stdout=from_child)
+    os.close(to_child)
+    os.close(from_child)
+    client, _ = await start_client(into, out_of, "SSH-2.0-OpenSSH_9.2")
+    try:
+        yield Session(client, proc, tmp_path)
+    finally:
+        client.exit()
+        try:
+            await asyncio.wait_for(proc.wait(), 5)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_the_handshake_learns_the_server_s_limits_and_extensions(session: Session) -> None:
+    c = session.client
+    assert c.version == 3
+    assert c.limits.max_read_len > sftppipe.DEFAULT_IO  # from limits@openssh.com
+    assert b"posix-rename@openssh.com" in c.extensions
+
+
+async def test_files_round_trip(session: Session) -> None:
+    c, p = session.client, session.path
+    h = await c.open(p("f"), WRITE | CREAT | TRUNC, asyncssh.SFTPAttrs(permissions=0o640))
+    await h.write(b"hello world", 0)
+    await h.write(memoryview(b"HELLO"), 0)
+    await h.fsync()
+    st = await h.stat()
+    assert st.size == 11 and stat.S_IMODE(st.permissions or 0) == 0o640
+    assert st.type == asyncssh.FILEXFER_TYPE_REGULAR
+    await h.truncate(5)
+    await h.setstat(asyncssh.SFTPAttrs(atime=1_000_000_000, mtime=1_500_000_000))
+    await h.close()
+    assert (session.root / "f").read_bytes() == b"HELLO"
+    assert os.stat(session.root / "f").st_mtime == 1_500_000_000
+    r = await c.open(p("f"), READ)
+    assert await r.read(100, 0) == b"HELLO"
+    assert await r.read(100, 3) == b"LO"
+    assert await r.read(100, 5) == b""  # the end of the file is no error
+    await r.close()
+    with pytest.raises(asyncssh.SFTPFailure):  # OpenSSH's answer to O_EXCL on a file there
+        await c.open(p("f"), WRITE | CREAT | EXCL)
+
+
+async def test_names_and_paths(session: Session) -> None:
+    c, p, root = session.client, session.path, session.root
+    await c.mkdir(p("d"), asyncssh.SFTPAttrs(permissions=0o700))
+    assert stat.S_IMODE(os.stat(root / "d").st_mode) == 0o700
+    (root / "d" / "a").write_bytes(b"12345")
+    await c.symlink(b"d/a", p("link"))
+    assert os.readlink(root / "link") == "d/a"  # the paths in OpenSSH's order
+    assert await c.readlink(p("link")) == b"d/a"
+    assert (await c.stat(p("link"))).size == 5
+    assert (await c.lstat(p("link"))).type == asyncssh.FILEXFER_TYPE_SYMLINK
+    await c.setstat(p("link"), asyncssh.SFTPAttrs(atime=7, mtime=7), follow_symlinks=False)
+    assert os.lstat(root / "link").st_mtime == 7 and os.stat(root / "link").st_mtime != 7
+    await c.setstat(p("d/a"), asyncssh.SFTPAttrs(permissions=0o600))
+    assert stat.S_IMODE(os.stat(root / "d" / "a").st_mode) == 0o600
+    await c.link(p("d/a"), p("hard"))
+    assert os.stat(root / "hard").st_ino == os.stat(root / "d" / "a").st_ino
+    await c.posix_rename(p("hard"), p("d/a"))  # over an existing name: POSIX rename
+    names = {n.filename: n async for n in c.scandir(p("d"))}
+    assert set(names) == {b".", b"..", b"a"}
+    assert names[b"a"].attrs.size == 5 and names[b"a"].longname.startswith(b"-rw-------")
+    assert await c.realpath(p("d/../d")) == p("d")
+    assert (await c.statvfs(p("d"))).namemax == os.statvfs(root).f_namemax
+    with pytest.raises(asyncssh.SFTPFailure):
+        await c.rmdir(p("d"))  # not empty
+    await c.remove(p("d/a"))
+    await c.rmdir(p("d"))
+    with pytest.raises(asyncssh.SFTPNoSuchFile):
+        await c.lstat(p("d"))
+    with pytest.raises(asyncssh.SFTPNoSuchFile):
+        await c.remove(p("d/a"))
+
+
+async def test_a_directory_of_many_names_comes_whole(session: Session) -> None:
+    for i in range(1500):
+        (session.root / f"n{i:04d}").touch()
+    names = [n.filename async for n in session.client.scandir(os.fsencode(session.root))]
+    assert sorted(names) == sorted([b".", b".."] + [f"n{i:04d}".encode() for i in range(1500)])
+
+
+async def test_a_write_larger_than_the_server_takes_goes_in_pieces(session: Session) -> None:
+    c = session.client
+    data = os.urandom(3 * c.limits.max_write_len + 7)
+    h = await c.open(session.path("big"), WRITE | CREAT)
+    await h.write(data, 10)
+    await h.close()
+    assert (session.root / "big").read_bytes() == bytes(10) + data
+    r = await c.open(session.path("big"), READ)
+    got = await r.read(c.limits.max_read_len, 10)
+    assert got == data[: len(got)] and len(got) > 0
+    await r.close()
+
+
+async def test_an_extension_the_server_lacks_is_unsupported(session: Session) -> None:
+    c = session.client
+    del c.extensions[b"fsync@openssh.com"]
+    h = await c.open(session.path("x"), WRITE | CREAT)
+    with pytest.raises(asyncssh.SFTPOpUnsupported):
+        await h.fsync()
+    await h.close()
+
+
+async def test_an_open_given_up_on_is_closed_when_its_answer_comes(session: Session) -> None:
+    c = session.client
+    (session.root / "f").write_bytes(b"x")
+    before = session.open_fds()
+    task = asyncio.ensure_future(c.open(session.path("f"), READ))
+    await asyncio.sleep(0)  # sent
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await c.lstat(session.path("f"))  # answered after the OPEN and the CLOSE that follows it
+    await c.lstat(session.path("f"))
+    assert session.open_fds() == before
+
+
+async def test_the_end_of_the_session_fails_what_waits_and_what_comes(session: Session) -> None:
+    c = session.client
+    h = await c.open(session.path("f"), WRITE | CREAT)
+    session.proc.kill()  # the server goes away with requests in flight
+    waiting = [asyncio.ensure_future(c.lstat(session.path("f"))) for _ in range(5)]
+    results = await asyncio.gather(*waiting, return_exceptions=True)
+    assert all(
+        isinstance(r, (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection)) for r in results
+    ), results
+    await asyncio.wait_for(c.ended, 5)
+    with pytest.raises(asyncssh.SFTPNoConnection):  # never sent: safe to try again elsewhere
+        await h.write(b"data", 0)
+    with pytest.raises(asyncssh.SFTPNoConnection):
+        await c.lstat(session.path("f"))
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.packets: list[bytes] = []
+
+    def _deliver(self, packet: bytes) -> None:
+        self.packets.append(packet)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 4, 5, 7, 64, 4096, 1 << 20])
+def test_replies_are_cut_into_packets_from_any_chunks(chunk: int) -> None:
+    bodies = [bytes([101]) + struct.pack(">I", i) + os.urandom(i * 37 % 70000) for i in range(40)]
+    stream = b"".join(struct.pack(">I", len(b)) + b for b in bodies)
+    recorder = _Recorder()
+    replies = sftppipe._Replies(recorder)  # type: ignore[arg-type]
+    for at in range(0, len(stream), chunk):
+        replies.data_received(stream[at : at + chunk])
+    assert recorder.packets == bodies
