@@ -42,8 +42,12 @@ MAX_FILE = 64 * 1024
 MAX_FILES = 1000
 #: default bound of the whole cache
 MAX_BYTES = 64 * 1024 * 1024
-#: read-only opens (in more than one directory) that make a walk of files ...
+#: read-only opens (in more than one directory) that make a walk of files across a link ...
 READ_WALK = 4
+#: ... and on a LAN or loopback, where an open costs a millisecond and one fetch of up to
+#: MAX_FILES files costs tens of milliseconds of both machines' CPU (an editor opening a few
+#: files meanwhile waited 20-70 ms for it): a walk must show itself longer to pay for it
+READ_WALK_NEAR = 32
 #: ... within this many seconds
 READ_WALK_WINDOW = 2.0
 
@@ -226,7 +230,8 @@ class ContentPrefetcher:
     last ``ttl`` seconds (a walk the cache spotted, or an asked-for prefetch), fetches that
     root's small files in the background, once per ``ttl``. So does a walk that reads
     files without listing them first (git status hashing what its index names): at least
-    ``READ_WALK`` such opens within ``READ_WALK_WINDOW`` seconds, in more than one
+    ``READ_WALK`` such opens (``READ_WALK_NEAR`` unless across a link) within
+    ``READ_WALK_WINDOW`` seconds, in more than one
     directory, fetch the tree of the deepest directory holding them all. A fetch that came back full
     (``MAX_FILES``) means a tree too big for one: later misses under it fetch their own
     directory's subtree instead. Opens meanwhile go to the server: waiting could be slower
@@ -248,7 +253,9 @@ class ContentPrefetcher:
         self._fetched: dict[bytes, float] = {}
         self._full: set[bytes] = set()
         #: (when, path) of the latest read-only opens that went to the server
-        self._recent: collections.deque[tuple[float, bytes]] = collections.deque(maxlen=READ_WALK)
+        self._recent: collections.deque[tuple[float, bytes]] = collections.deque(
+            maxlen=READ_WALK_NEAR
+        )
         self.enabled = ttl > 0 and max_bytes > 0 and hasattr(cache.inner, "contents")
 
     def file(self, path: bytes, attrs: Attrs) -> MemoryFile | None:
@@ -342,9 +349,11 @@ class ContentPrefetcher:
         """The directory holding a walk of files this open completes, or None."""
         recent = self._recent
         recent.append((now, path))
-        if len(recent) < READ_WALK or now - recent[0][0] > READ_WALK_WINDOW:
+        count = READ_WALK if self._across_link() else READ_WALK_NEAR
+        walk = list(recent)[-count:]
+        if len(walk) < count or now - walk[0][0] > READ_WALK_WINDOW:
             return None
-        dirs = {split(p)[0] for _, p in recent}
+        dirs = {split(p)[0] for _, p in walk}
         if len(dirs) < 2:
             return None
         common = os.path.commonpath([os.fsdecode(d) for d in dirs])
