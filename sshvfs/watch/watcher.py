@@ -34,6 +34,7 @@ from typing import Any, cast
 from ..execlist.lister import ExecLister
 from ..tasks import Spawn, spawn_detached
 from ..vfs.types import Change, Entry
+from .driver import Driver
 from .remote import (
     RecordParser,
     batch_commands,
@@ -57,8 +58,11 @@ from .scans import Relist, scan_changes
 
 log = logging.getLogger(__name__)
 
-#: seconds the watcher waits after a directory's first use for others to join its batch
+#: a batch goes once no directory was first used for this many seconds ...
 BATCH_DELAY = 0.03
+#: ... or this long after it began gathering: a burst of first uses (an editor opening a
+#: project, a walk) is not served one batch of server commands every 30 ms meanwhile
+BATCH_MAX_DELAY = 0.25
 #: inotify batches one driver runs before a fresh driver takes the whole scope at once
 MAX_BATCHES = 16
 #: seconds a catch-up scan reaches back before a directory's first use, on top of what the
@@ -81,30 +85,6 @@ MAX_DRIVER_FAILURES = 3
 #: the mount's side: the changes, fresh listings of ``"dir"`` changes' directories, and how
 #: long ago (seconds) what reports them looked: the scan's start (0 for an event)
 Apply = Callable[[list[Change], dict[bytes, list[Entry]], float], Awaitable[None]]
-
-
-class _Driver:
-    """One inotify driver: its process, work directory and batches."""
-
-    def __init__(self, proc: Any, workdir: bytes) -> None:
-        self.proc = proc
-        self.workdir = workdir
-        self.batches = 0
-        self.acks: dict[int, asyncio.Future[str | None]] = {}
-        self.reader: asyncio.Task[None] | None = None
-        self.closed = False
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        for ack in self.acks.values():
-            if not ack.done():
-                ack.set_result("the driver ended")
-        with contextlib.suppress(Exception):
-            self.proc.stdin.write_eof()
-        with contextlib.suppress(Exception):
-            self.proc.close()
 
 
 class RemoteWatcher:
@@ -143,7 +123,7 @@ class RemoteWatcher:
         self._wake = asyncio.Event()
         self._conn: Any = None
         self._task: asyncio.Task[None] | None = None
-        self._driver: _Driver | None = None
+        self._driver: Driver | None = None
         self._workdir: bytes | None = None
         self._poll_batches: list[int] = []
         #: directories written to the poll lists (evicted ones included)
@@ -291,7 +271,7 @@ class RemoteWatcher:
                     try:
                         await self._run_inotify(conn, lister)
                         return
-                    except _DriverFailed as exc:
+                    except DriverFailed as exc:
                         log.warning(
                             "watch: inotify failed (%s): polling every %gs instead",
                             exc,
@@ -371,9 +351,18 @@ class RemoteWatcher:
         while not self._pending:
             self._wake.clear()
             await self._wake.wait()
-        await asyncio.sleep(BATCH_DELAY)
+        await self._gather()
         batch, self._pending = self._pending, {}
         return {p: t for p, t in batch.items() if p in self._scope}
+
+    async def _gather(self) -> None:
+        """Let the pending directories gather into one batch (see BATCH_MAX_DELAY)."""
+        end = self._timer() + BATCH_MAX_DELAY
+        while True:
+            count = len(self._pending)
+            await asyncio.sleep(BATCH_DELAY)
+            if len(self._pending) == count or self._timer() >= end:
+                return
 
     async def _write_batch(self, lister: ExecLister, workdir: bytes, dirs: list[bytes]) -> int:
         number = self._next_batch
@@ -391,7 +380,7 @@ class RemoteWatcher:
         self.reason = None
         while True:
             if self._failures >= MAX_DRIVER_FAILURES:
-                raise _DriverFailed(f"the driver ended {self._failures} times")
+                raise DriverFailed(f"the driver ended {self._failures} times")
             batch = await self._take_pending()
             if not batch:
                 continue
@@ -407,15 +396,15 @@ class RemoteWatcher:
             else:
                 await self._send(driver, lister, batch)
 
-    async def _start_driver(self, conn: Any, lister: ExecLister) -> _Driver:
+    async def _start_driver(self, conn: Any, lister: ExecLister) -> Driver:
         workdir = await self._new_workdir(lister)  # the driver removes it when it ends
         proc = await conn.create_process(cast(str, driver_command(workdir)), encoding=None)
-        driver = _Driver(proc, workdir)
+        driver = Driver(proc, workdir)
         driver.reader = self._spawn(self._read_driver(driver), "watch driver")
         self.drivers += 1
         return driver
 
-    async def _send(self, driver: _Driver, lister: ExecLister, batch: dict[bytes, float]) -> None:
+    async def _send(self, driver: Driver, lister: ExecLister, batch: dict[bytes, float]) -> None:
         """Watch ``batch`` (path -> first use; inf: watched all along) with ``driver``,
         catch up on the new ones, then vouch for them all."""
         dirs = list(batch)
@@ -432,7 +421,7 @@ class RemoteWatcher:
         if failure is not None:
             self._failures += 1
             if self._failures >= MAX_DRIVER_FAILURES or "limit" in failure:
-                raise _DriverFailed(failure)
+                raise DriverFailed(failure)
             log.info("watch: batch %d failed (%s): retried", number, failure)
             driver.close()
             for path, first in batch.items():
@@ -445,7 +434,7 @@ class RemoteWatcher:
             await self._catch_up(lister, driver.workdir, [number], min(new.values()))
         self._vouched.update(p for p in dirs if p in self._scope)
 
-    async def _read_driver(self, driver: _Driver) -> None:
+    async def _read_driver(self, driver: Driver) -> None:
         buf = bytearray()
         try:
             while chunk := await driver.proc.stdout.read(256 * 1024):
@@ -478,7 +467,7 @@ class RemoteWatcher:
                     self._lost_at = self._timer()
                     self._requeue_all(self._lost_at - self.loss_slack)
 
-    def _driver_record(self, driver: _Driver, record: bytes) -> None:
+    def _driver_record(self, driver: Driver, record: bytes) -> None:
         kind, _, rest = record[1:].partition(b" ")
         number_text, _, reason = rest.partition(b" ")
         try:
@@ -533,7 +522,7 @@ class RemoteWatcher:
             loop = asyncio.get_running_loop()
             next_poll = loop.time() + self.interval
             if self._pending:
-                await asyncio.sleep(BATCH_DELAY)
+                await self._gather()
                 batch, self._pending = self._pending, {}
                 dirs = [p for p in batch if p in self._scope]
                 listed = self._listed + len(dirs)
@@ -592,5 +581,5 @@ class RemoteWatcher:
                 driver.reader.cancel()
 
 
-class _DriverFailed(Exception):
+class DriverFailed(Exception):
     pass
