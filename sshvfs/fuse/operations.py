@@ -558,7 +558,10 @@ class Operations(pyfuse3.Operations):
             await of.file.close()
             if of.writable and of.node.attached:
                 # the kernel's pages now hold what we wrote: trust them while unchanged
-                attrs = await self.vfs.lstat(of.node.path())
+                # (the file as its handle closed it, when the backend said; else by name)
+                attrs = getattr(of.file, "closing_attrs", None)
+                if attrs is None:
+                    attrs = await self.vfs.lstat(of.node.path())
                 of.node.stamp = (attrs.size, attrs.mtime_ns)
         except OSError as exc:
             log.debug("closing %r: %s", of.node.path(), exc)

@@ -14,13 +14,13 @@ import logging
 import os
 import stat
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import asyncssh
 
 from ..errors import fs_error
 from ..transfers import Direction, Transfer
-from ..transport.connection import SftpHandle
+from ..transport.connection import SftpAttrs, SftpHandle
 from ..vfs.stream.readahead import ReadAhead
 from ..vfs.stream.writebehind import WriteBehind, retrieve
 from ..vfs.types import Attrs
@@ -98,6 +98,12 @@ class SftpFile:
         # asyncio side
         self._registered = False
         self._size_task: asyncio.Future[None] | None = None
+        #: anything written, truncated or set through this handle (then close asks for the
+        #: file's attributes right ahead of the CLOSE: one round trip for both)
+        self._changed = False
+        #: the file's attributes as this handle closed it (after everything it wrote), when
+        #: it changed the file: None otherwise, or when the server did not say
+        self.closing_attrs: Attrs | None = None
 
     @property
     def path(self) -> bytes:
@@ -295,6 +301,7 @@ class SftpFile:
             self._submitted - self._writer.settled, size
         )
         self._submitted += size
+        self._changed = True
         streaming.write_submitted += size
         if fits:
             # within both bounds, so the writer will not wait: hand it over and answer now
@@ -312,6 +319,7 @@ class SftpFile:
 
     async def truncate(self, size: int) -> None:
         self._attrs = None
+        self._changed = True
 
         async def op() -> None:
             await self._writer.barrier()
@@ -336,6 +344,7 @@ class SftpFile:
     async def setstat(self, mode: int | None = None, times: tuple[int, int] | None = None) -> None:
         self._check()
         self._attrs = None
+        self._changed = True
         attrs = setstat_attrs(mode, times)
 
         async def op() -> None:
@@ -394,10 +403,28 @@ class SftpFile:
                 error = exc
             self._reader.close()
             self._streaming.unregister(self._path, self._reader)
-            try:
-                await self._handle.close()
-            except (asyncssh.Error, ConnectionError, EOFError) as exc:
-                error = error or _translate(exc, self._path)
+            if not self._changed:
+                try:
+                    await self._handle.close()
+                except (asyncssh.Error, ConnectionError, EOFError) as exc:
+                    error = error or _translate(exc, self._path)
+                return error
+            # FSTAT ahead of CLOSE (sent in this order, answered in the same round trip):
+            # the caches learn what the file is now without an LSTAT after it. Behind
+            # every write answered before this close, through any handle (as fstat)
+            await self._streaming.order.sent_before()
+            got, closed = await asyncio.gather(
+                self._handle.stat(), self._handle.close(), return_exceptions=True
+            )
+            for result in (got, closed):
+                if isinstance(result, BaseException) and not isinstance(
+                    result, (asyncssh.Error, ConnectionError, EOFError)
+                ):
+                    raise result
+            if isinstance(closed, BaseException):
+                error = error or _translate(closed, self._path)
+            elif not isinstance(got, BaseException):
+                self.closing_attrs = _attrs(cast(SftpAttrs, got))
             return error
 
         try:

@@ -388,6 +388,14 @@ class SftpVFS:
         await self._op(path, lambda: self._sftp.remove(remote), explain, idempotent=False)
 
     async def rename(self, old: bytes, new: bytes) -> None:
+        await self._rename(old, new, stat_after=False)
+
+    async def rename_known(self, old: bytes, new: bytes) -> Attrs | None:
+        """rename, and what the new name is right after it (an LSTAT sent right behind the
+        RENAME, answered in the same round trip; None if it failed)."""
+        return await self._rename(old, new, stat_after=True)
+
+    async def _rename(self, old: bytes, new: bytes, stat_after: bool) -> Attrs | None:
         src, dst = self.remote(old), self.remote(new)
 
         async def explain() -> int | None:
@@ -405,7 +413,20 @@ class SftpVFS:
                 return errno.EINVAL  # a directory cannot move into itself
             return None
 
-        await self._op(old, lambda: self._sftp.posix_rename(src, dst), explain, idempotent=False)
+        async def action() -> Attrs | None:
+            if not stat_after:
+                await self._sftp.posix_rename(src, dst)
+                return None
+            # both sent now, in this order (the server answers in order: the LSTAT sees
+            # the renamed file)
+            renamed, st = await asyncio.gather(
+                self._sftp.posix_rename(src, dst), self._sftp.lstat(dst), return_exceptions=True
+            )
+            if isinstance(renamed, BaseException):
+                raise renamed
+            return None if isinstance(st, BaseException) else _attrs(cast(SftpAttrs, st))
+
+        return await self._op(old, action, explain, idempotent=False)
 
     async def symlink(self, target: bytes, path: bytes) -> None:
         remote = self.remote(path)

@@ -74,3 +74,39 @@ async def test_read_after_write_on_one_handle(vfs: tuple[SftpVFS, Transfers, str
     await f.flush()  # nothing outstanding: no crossing, no error
     await f.close()
     assert os.path.getsize(os.path.join(root, "rw")) == 10
+
+
+async def test_a_handle_that_changed_its_file_says_what_it_closed(
+    vfs: tuple[SftpVFS, Transfers, str],
+) -> None:
+    """FSTAT rides ahead of CLOSE: the caches learn the file's size and mtime as written
+    without asking again; a handle that changed nothing asks nothing."""
+    fs, _, root = vfs
+    f = await fs.open(b"/saved", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    await f.write(0, b"x" * 5000)
+    await f.fsync()
+    await f.close()
+    said = f.closing_attrs  # type: ignore[attr-defined]
+    st = os.stat(os.path.join(root, "saved"))
+    assert said is not None
+    assert (said.size, said.mtime_ns, said.mode) == (
+        5000,
+        st.st_mtime_ns // 10**9 * 10**9,
+        st.st_mode,
+    )
+    r = await fs.open(b"/saved", os.O_RDONLY)
+    assert await r.read(0, 10) == b"x" * 10
+    await r.close()
+    assert r.closing_attrs is None  # type: ignore[attr-defined]
+
+
+async def test_a_rename_can_say_what_the_new_name_is(vfs: tuple[SftpVFS, Transfers, str]) -> None:
+    fs, _, root = vfs
+    with open(os.path.join(root, "old"), "wb") as f:
+        f.write(b"12345")
+    with open(os.path.join(root, "new"), "wb") as f:
+        f.write(b"replaced")
+    said = await fs.rename_known(b"/old", b"/new")
+    assert said is not None and said.size == 5  # the renamed file, not the one replaced
+    with pytest.raises(FileNotFoundError):
+        await fs.rename_known(b"/old", b"/new")

@@ -603,3 +603,49 @@ async def test_a_lookup_waits_a_bounded_time_for_a_prefetch(
     before = backend.lstats
     assert (await cache.lstat(b"/r/d2/f3")).size == 0  # from the landed tree
     assert backend.lstats == before
+
+
+class _SaysAfterRename(LocalVFS):
+    """A backend that says what a renamed file is (as SftpVFS does, one round trip),
+    each such rename held until ``go`` is set."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        self.go = asyncio.Event()
+        self.go.set()
+
+    async def rename_known(self, old: bytes, new: bytes) -> Any:
+        await self.rename(old, new)
+        said = await self.lstat(new)
+        await self.go.wait()
+        return said
+
+
+async def test_a_save_s_rename_learns_the_new_name_in_its_round_trip(workdir: str) -> None:
+    """An editor's save renames a file just written (its attributes dropped by the
+    writes): the backend says what the new name is with the rename, so the next save's
+    rename (the kernel always revalidates a rename's target) asks nothing; unless the new
+    name changed through the mount meanwhile."""
+    backend = Counting(_SaysAfterRename(workdir))
+    cache = CachingVFS(backend, attr_ttl=30, dir_ttl=30, max_entries=1000)
+    for name, change_between in ((b"/a", False), (b"/b", True)):
+        f = await cache.open(name + b".swp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        await f.write(0, b"new text")
+        await f.close()
+        await cache.lstat(name + b".swp")  # what a close learns, the writes drop again:
+        g = await cache.open(name + b".swp", os.O_WRONLY)
+        await g.write(8, b"!")
+        await g.close()
+        cache._attrs.pop(name + b".swp", None)  # (unknown, as when the close is in flight)
+        backend.inner.go.clear()
+        renaming = asyncio.ensure_future(cache.rename(name + b".swp", name))
+        await asyncio.sleep(0.01)
+        if change_between:
+            await cache.chmod(name, 0o600)  # what the rename's LSTAT said is older now
+        backend.inner.go.set()
+        await renaming
+        before = backend.calls["lstat"]
+        attrs = await cache.lstat(name)
+        st = os.lstat(os.path.join(workdir, name.decode().lstrip("/")))
+        assert (attrs.size, attrs.mtime_ns, attrs.mode) == (9, st.st_mtime_ns, st.st_mode)
+        assert backend.calls["lstat"] == before + (1 if change_between else 0)

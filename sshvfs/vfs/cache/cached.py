@@ -557,12 +557,17 @@ class CachingVFS(SetAttrs):
             # so spares two scans of every cached key (1.3 ms a rename with 300 entries)
             is_dir = False
         was_linked = old in self._linked
-        # a renamed file's handles still name the old path: what they do no longer
-        # reaches a record under the new one, so the tracking ends (the server answers)
-        owned = self.owned.pop(old)
+        owned = self.owned.pop(old)  # its handles name the old path: the tracking ends
         self._mark(new)
+        gen = self._generation(new)
+        # a file whose attributes are not known (a save's temp file, just written): the
+        # backend may say what the new name is in the same round trip
+        asking = getattr(self.inner, "rename_known", None) if known is None else None
         try:
-            await self.inner.rename(old, new)
+            if asking is None:
+                await self.inner.rename(old, new)
+            elif (said := await asking(old, new)) is not None and gen == self._generation(new):
+                known = said
         except BaseException:
             self._mark(new)
             if owned is not None:

@@ -45,6 +45,12 @@ class CachedFile:
     def path(self) -> bytes:
         return self._inner.path
 
+    @property
+    def closing_attrs(self) -> Attrs | None:
+        """The file's attributes as the backend's handle closed it, if it says."""
+        closing: Attrs | None = getattr(self._inner, "closing_attrs", None)
+        return closing
+
     def _touch(self, update: Callable[[Owned], bool] | None = None) -> None:
         """A change of ours: the caches drop the path; its tracked record (if this handle
         keeps it) survives moved by ``update``, or ends (no ``update``, or it says False)."""
@@ -151,5 +157,6 @@ class CachedFile:
                 vfs._learn(path, mine.attrs)
             elif self._written and vfs._known(path) is None:
                 # every write drops the cached attributes; still known means they were
-                # fetched after the last write
+                # fetched after the last write. (Not from what the handle said as it
+                # closed: by then its path may name another file, or none)
                 await vfs._changed(path)
