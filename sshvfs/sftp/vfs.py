@@ -258,6 +258,12 @@ class SftpVFS:
         rtts = self._lstat_rtts
         return min(rtts) if rtts else None
 
+    def across_link(self) -> bool:
+        """Is the server across a link (an LSTAT's round trip of LINK_RTT or more), where
+        every request costs that round trip, whatever the remote shells are doing?"""
+        rtt = self.lstat_rtt
+        return rtt is not None and rtt >= LINK_RTT
+
     def lists_for_lookups(self) -> bool:
         """Is a directory's listing by one exec command about as quick as one LSTAT (a
         link whose round trip dwarfs the server's work), so that a lookup may list its

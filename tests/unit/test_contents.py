@@ -199,11 +199,14 @@ def test_the_one_file_command_sends_that_file_and_nothing_else(
 
 class _Backend:
     def __init__(self, across_link: bool) -> None:
-        self.across_link = across_link
+        self.link = across_link
         self.fetched: list[bytes] = []
 
     def lists_for_lookups(self) -> bool:
-        return self.across_link
+        return self.link
+
+    def across_link(self) -> bool:
+        return self.link
 
     async def contents(
         self, root: bytes, max_file: int, max_files: int

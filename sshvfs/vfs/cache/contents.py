@@ -349,7 +349,8 @@ class ContentPrefetcher:
         """The directory holding a walk of files this open completes, or None."""
         recent = self._recent
         recent.append((now, path))
-        count = READ_WALK if self._across_link() else READ_WALK_NEAR
+        far = getattr(self._cache.inner, "across_link", self._across_link)
+        count = READ_WALK if far() else READ_WALK_NEAR
         walk = list(recent)[-count:]
         if len(walk) < count or now - walk[0][0] > READ_WALK_WINDOW:
             return None
