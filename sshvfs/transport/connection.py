@@ -18,15 +18,15 @@ import asyncssh
 
 from ..config import MountOptions, Target
 from ..errors import UserError
-from . import openssh, sftppipe
+from . import openssh, sftppipe, sftpvalues
 
 #: an SFTP session: asyncssh's client (the asyncssh transport) or the lean one over the
 #: pipes of an ``ssh -s sftp`` (the OpenSSH transport); the same calls, the same errors
 SftpSession = asyncssh.SFTPClient | sftppipe.SftpClient
 #: what either session's calls answer: an open file, a file's attributes, a directory entry
 SftpHandle = asyncssh.SFTPClientFile | sftppipe.SftpHandle
-SftpAttrs = asyncssh.SFTPAttrs | sftppipe.RemoteAttrs
-SftpName = asyncssh.SFTPName | sftppipe.RemoteName
+SftpAttrs = asyncssh.SFTPAttrs | sftpvalues.RemoteAttrs
+SftpName = asyncssh.SFTPName | sftpvalues.RemoteName
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,26 @@ import asyncio
 import fcntl
 import logging
 import os
-import stat as _stat
 import struct
 from collections.abc import AsyncIterator
-from typing import Any, NamedTuple, Protocol
 
 import asyncssh
+
+from .sftpvalues import (
+    _SIZE,
+    _U32,
+    _U64,
+    AttrsIn,
+    Limits,
+    RemoteAttrs,
+    RemoteName,
+    VfsStats,
+    _decode_attrs,
+    _encode_attrs,
+    _get_string,
+    _status_error,
+    _string,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,181 +51,19 @@ _SETSTAT, _FSETSTAT, _OPENDIR, _READDIR, _REMOVE, _MKDIR, _RMDIR = 9, 10, 11, 12
 _REALPATH, _STAT, _RENAME, _READLINK, _SYMLINK, _EXTENDED = 16, 17, 18, 19, 20, 200
 _STATUS, _HANDLE, _DATA, _NAME, _ATTRS, _EXTENDED_REPLY = 101, 102, 103, 104, 105, 201
 
-_FX_OK, _FX_EOF = 0, 1
+_FX_EOF = 1
 
-_SIZE, _UIDGID, _PERMISSIONS, _ACMODTIME, _EXTENDED_ATTRS = 1, 2, 4, 8, 0x80000000
-
-_U32 = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
 _HEADER = struct.Struct(">IBI")  # length, type, request id
-_TWO_U32 = struct.Struct(">II")
-
-#: the errors asyncssh raises for each SFTP v3 status code
-_ERRORS: dict[int, Any] = {
-    1: asyncssh.SFTPEOFError,
-    2: asyncssh.SFTPNoSuchFile,
-    3: asyncssh.SFTPPermissionDenied,
-    4: asyncssh.SFTPFailure,
-    5: asyncssh.SFTPBadMessage,
-    6: asyncssh.SFTPNoConnection,
-    7: asyncssh.SFTPConnectionLost,
-    8: asyncssh.SFTPOpUnsupported,
-}
 
 #: what a server without limits@openssh.com is safe to be sent and asked for (bytes)
 DEFAULT_IO = 32768
+#: the longest reply taken (OpenSSH's server sends at most 256 KiB): a longer length is a
+#: broken stream, and the session ends rather than buffer it
+MAX_REPLY = 1 << 24
 #: the pipes' buffer (Linux F_SETPIPE_SZ): 64 KiB by default, so a 255 KiB WRITE took four
 #: wake-ups of the loop to leave; 1 MiB is the default limit for unprivileged processes
 PIPE_SIZE = 1 << 20
 _F_SETPIPE_SZ = 1031
-
-
-class AttrsIn(Protocol):
-    """What a SETSTAT, MKDIR or OPEN sends (asyncssh's SFTPAttrs, or RemoteAttrs)."""
-
-    size: int | None
-    uid: int | None
-    gid: int | None
-    permissions: int | None
-    atime: int | None
-    mtime: int | None
-
-
-class RemoteAttrs:
-    """A file's attributes as SFTP v3 carries them (asyncssh's SFTPAttrs' field names)."""
-
-    __slots__ = ("type", "size", "uid", "gid", "permissions", "atime", "mtime")
-    # never in SFTP v3: what readers of asyncssh's attributes may ask for
-    nlink = None
-    atime_ns = None
-    mtime_ns = None
-
-    def __init__(self) -> None:
-        self.type = asyncssh.FILEXFER_TYPE_UNKNOWN
-        self.size: int | None = None
-        self.uid: int | None = None
-        self.gid: int | None = None
-        self.permissions: int | None = None
-        self.atime: int | None = None
-        self.mtime: int | None = None
-
-
-_TYPES = {
-    _stat.S_IFREG: asyncssh.FILEXFER_TYPE_REGULAR,
-    _stat.S_IFDIR: asyncssh.FILEXFER_TYPE_DIRECTORY,
-    _stat.S_IFLNK: asyncssh.FILEXFER_TYPE_SYMLINK,
-}
-
-
-class RemoteName(NamedTuple):
-    """One READDIR (or REALPATH, READLINK) name."""
-
-    filename: bytes
-    longname: bytes
-    attrs: RemoteAttrs
-
-
-class VfsStats(NamedTuple):
-    """statvfs@openssh.com's answer."""
-
-    bsize: int
-    frsize: int
-    blocks: int
-    bfree: int
-    bavail: int
-    files: int
-    ffree: int
-    favail: int
-    fsid: int
-    flags: int
-    namemax: int
-
-
-class Limits(NamedTuple):
-    """limits@openssh.com's answer (or what is safe without it)."""
-
-    max_packet_len: int
-    max_read_len: int
-    max_write_len: int
-    max_open_handles: int
-
-
-def _string(data: bytes) -> bytes:
-    return _U32.pack(len(data)) + data
-
-
-def _encode_attrs(attrs: AttrsIn | None) -> bytes:
-    if attrs is None:
-        return b"\0\0\0\0"
-    flags = 0
-    parts = [b""]
-    if attrs.size is not None:
-        flags |= _SIZE
-        parts.append(_U64.pack(attrs.size))
-    if attrs.uid is not None and attrs.gid is not None:
-        flags |= _UIDGID
-        parts.append(_TWO_U32.pack(attrs.uid, attrs.gid))
-    if attrs.permissions is not None:
-        flags |= _PERMISSIONS
-        parts.append(_U32.pack(attrs.permissions))
-    if attrs.atime is not None and attrs.mtime is not None:
-        flags |= _ACMODTIME
-        parts.append(_TWO_U32.pack(attrs.atime, attrs.mtime))
-    parts[0] = _U32.pack(flags)
-    return b"".join(parts)
-
-
-def _decode_attrs(packet: bytes, at: int) -> tuple[RemoteAttrs, int]:
-    (flags,) = _U32.unpack_from(packet, at)
-    at += 4
-    attrs = RemoteAttrs()
-    if flags & _SIZE:
-        (attrs.size,) = _U64.unpack_from(packet, at)
-        at += 8
-    if flags & _UIDGID:
-        attrs.uid, attrs.gid = _TWO_U32.unpack_from(packet, at)
-        at += 8
-    if flags & _PERMISSIONS:
-        (mode,) = _U32.unpack_from(packet, at)
-        attrs.permissions = mode
-        attrs.type = _TYPES.get(_stat.S_IFMT(mode), asyncssh.FILEXFER_TYPE_SPECIAL)
-        at += 4
-    if flags & _ACMODTIME:
-        attrs.atime, attrs.mtime = _TWO_U32.unpack_from(packet, at)
-        at += 8
-    if flags & _EXTENDED_ATTRS:
-        (count,) = _U32.unpack_from(packet, at)
-        at += 4
-        for _ in range(2 * count):  # name and data strings, skipped
-            (length,) = _U32.unpack_from(packet, at)
-            at += 4 + length
-    if at > len(packet):
-        raise asyncssh.SFTPBadMessage("truncated attributes")
-    return attrs, at
-
-
-def _get_string(packet: bytes, at: int) -> tuple[bytes, int]:
-    (length,) = _U32.unpack_from(packet, at)
-    end = at + 4 + length
-    if end > len(packet):
-        raise asyncssh.SFTPBadMessage("truncated string")
-    return packet[at + 4 : end], end
-
-
-def _status_error(packet: bytes) -> asyncssh.SFTPError | None:
-    """The error a STATUS reply (from its code on: the header is cut) says, None for OK."""
-    (code,) = _U32.unpack_from(packet, 0)
-    if code == _FX_OK:
-        return None
-    reason = b""
-    if len(packet) >= 8:
-        try:
-            reason = _get_string(packet, 4)[0]
-        except (asyncssh.SFTPBadMessage, struct.error):
-            pass
-    text = reason.decode("utf-8", "replace")
-    cls = _ERRORS.get(code)
-    return cls(text) if cls is not None else asyncssh.SFTPError(code, text)
 
 
 def widen(fd: int) -> None:
@@ -243,15 +95,21 @@ class _Replies(asyncio.Protocol):
         at = 0
         deliver = self._client._deliver
         need = 4
-        while end - at >= 4:
-            (length,) = _U32.unpack_from(data, at)
-            if end - at - 4 < length:
-                need = 4 + length
-                break
-            deliver(data[at + 4 : at + 4 + length])
-            at += 4 + length
-        else:
-            need = 4
+        try:
+            while end - at >= 4:
+                (length,) = _U32.unpack_from(data, at)
+                if not 5 <= length <= MAX_REPLY:
+                    raise asyncssh.SFTPBadMessage(f"a reply of {length} bytes")
+                if end - at - 4 < length:
+                    need = 4 + length
+                    break
+                deliver(data[at + 4 : at + 4 + length])
+                at += 4 + length
+            else:
+                need = 4
+        except (asyncssh.Error, struct.error) as exc:
+            self._client._abort(f"the server's replies make no sense ({exc})")
+            return
         if at < end:
             buf += memoryview(data)[at:]
         self._need = need
@@ -350,6 +208,14 @@ class SftpClient:
         if not self.ended.done():
             self.ended.set_result(None)
 
+    def _abort(self, why: str) -> None:
+        """A broken reply stream: end the session (every request in flight fails)."""
+        log.warning("SFTP: %s; ending the session", why)
+        if self._read is not None:
+            self._read.close()  # its connection_lost ends the session
+        else:
+            self._lost(None)
+
     def exit(self) -> None:
         """End the session (the server sees the end of its input)."""
         self._closed = True
@@ -391,20 +257,26 @@ class SftpClient:
         kind, packet = await self._request(kind, payload)
         if kind != _ATTRS:
             raise self._unexpected(kind, packet)
-        return _decode_attrs(packet, 5)[0]
+        try:
+            return _decode_attrs(packet, 5)[0]
+        except struct.error as exc:
+            raise asyncssh.SFTPBadMessage("truncated attributes") from exc
 
     async def _names(self, kind: int, payload: bytes) -> list[RemoteName]:
         kind, packet = await self._request(kind, payload)
         if kind != _NAME:
             raise self._unexpected(kind, packet)
-        (count,) = _U32.unpack_from(packet, 5)
-        at = 9
         names = []
-        for _ in range(count):
-            filename, at = _get_string(packet, at)
-            longname, at = _get_string(packet, at)
-            attrs, at = _decode_attrs(packet, at)
-            names.append(RemoteName(filename, longname, attrs))
+        try:
+            (count,) = _U32.unpack_from(packet, 5)
+            at = 9
+            for _ in range(count):
+                filename, at = _get_string(packet, at)
+                longname, at = _get_string(packet, at)
+                attrs, at = _decode_attrs(packet, at)
+                names.append(RemoteName(filename, longname, attrs))
+        except struct.error as exc:
+            raise asyncssh.SFTPBadMessage("truncated names") from exc
         return names
 
     async def _extended(self, name: bytes, payload: bytes) -> bytes:

@@ -202,3 +202,39 @@ def test_replies_are_cut_into_packets_from_any_chunks(chunk: int) -> None:
     for at in range(0, len(stream), chunk):
         replies.data_received(stream[at : at + chunk])
     assert recorder.packets == bodies
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_broken_reply_ends_the_session_or_its_request() -> None:
+    """A reply that makes no sense fails its request (SFTPBadMessage: EIO to the
+    caller); a stream that makes no sense (a length no server sends) ends the session."""
+    client = SftpClient("SSH-2.0-OpenSSH_9.2")
+    client._write = _Sink()  # type: ignore[assignment]
+    replies = sftppipe._Replies(client)
+    asking = asyncio.ensure_future(client.lstat(b"/x"))
+    await asyncio.sleep(0)
+    # an ATTRS reply whose attributes stop short (flags say a size; no size follows)
+    replies.data_received(struct.pack(">IBII", 9, 105, 0, 1))
+    with pytest.raises(asyncssh.SFTPBadMessage):
+        await asking
+    waiting = asyncio.ensure_future(client.lstat(b"/y"))
+    await asyncio.sleep(0)
+    replies.data_received(struct.pack(">I", 1 << 30) + b"junk")
+    with pytest.raises(asyncssh.SFTPConnectionLost):
+        await waiting
+    assert client.ended.done()
+    with pytest.raises(asyncssh.SFTPNoConnection):
+        await client.lstat(b"/z")
