@@ -217,6 +217,9 @@ class _Sink:
     def close(self) -> None:
         pass
 
+    def abandon(self) -> None:
+        pass
+
 
 async def test_a_broken_reply_ends_the_session_or_its_request() -> None:
     """A reply that makes no sense fails its request (SFTPBadMessage: EIO to the
@@ -238,3 +241,28 @@ async def test_a_broken_reply_ends_the_session_or_its_request() -> None:
     assert client.ended.done()
     with pytest.raises(asyncssh.SFTPNoConnection):
         await client.lstat(b"/z")
+
+
+async def test_what_a_full_pipe_cannot_take_leaves_whole_and_in_order() -> None:
+    """The write side queues what the pipe cannot take yet and writes it out in order as
+    the reader drains it; when the reader goes away, what is queued is dropped and the
+    side closes (no spinning on a dead pipe)."""
+    read_end, write_end = os.pipe()
+    sender = sftppipe._Sender(write_end)
+    pieces = [os.urandom(n) for n in (10, 300_000, 1, 70_000, 2_000_000, 5)]
+    for piece in pieces:
+        sender.write(piece)
+    got = bytearray()
+    os.set_blocking(read_end, False)
+    while len(got) < sum(map(len, pieces)):
+        try:
+            got += os.read(read_end, 1 << 16)
+        except BlockingIOError:
+            await asyncio.sleep(0.001)
+    assert bytes(got) == b"".join(pieces)
+    sender.write(b"x" * (4 << 20))  # more than the pipe holds: queued
+    assert sender._queue
+    os.close(read_end)  # with a write waiting: the loop reports the pipe broken
+    await asyncio.sleep(0.05)
+    assert sender.is_closing() and sender._fd == -1 and not sender._queue
+    sender.close()  # closing again is harmless
