@@ -87,17 +87,28 @@ class _Replies(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf
+        at = 0
+        first = None
         if buf:
-            buf += data
-            if len(buf) < self._need:
+            need = self._need
+            if len(buf) + len(data) < need:
+                buf += data
                 return  # a large packet still coming: no copy until it is whole
-            data = bytes(buf)
+            if need > 4:  # its length is known: finish it with the head of ``data``
+                at = need - len(buf)
+                buf += memoryview(data)[:at]
+                with memoryview(buf) as view:
+                    first = bytes(view[4:])
+            else:
+                buf += data
+                data = bytes(buf)
             buf.clear()
         end = len(data)
-        at = 0
         deliver = self._client._deliver
         need = 4
         try:
+            if first is not None:
+                deliver(first)
             while end - at >= 4:
                 (length,) = _U32.unpack_from(data, at)
                 if not 5 <= length <= MAX_REPLY:

@@ -266,3 +266,23 @@ async def test_what_a_full_pipe_cannot_take_leaves_whole_and_in_order() -> None:
     await asyncio.sleep(0.05)
     assert sender.is_closing() and sender._fd == -1 and not sender._queue
     sender.close()  # closing again is harmless
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_replies_are_cut_into_packets_from_random_chunks(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    bodies = [
+        bytes([103]) + struct.pack(">I", i) + rng.randbytes(rng.choice((0, 3, 600, 261_000)))
+        for i in range(60)
+    ]
+    stream = b"".join(struct.pack(">I", len(b)) + b for b in bodies)
+    recorder = _Recorder()
+    replies = sftppipe._Replies(recorder)  # type: ignore[arg-type]
+    at = 0
+    while at < len(stream):
+        step = rng.choice((1, 2, 4, 5, 9, 4096, 65_536, 262_144, 300_000))
+        replies.data_received(stream[at : at + step])
+        at += step
+    assert recorder.packets == bodies
