@@ -17,7 +17,7 @@ import os
 import stat as _stat
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import asyncssh
 
@@ -43,6 +43,15 @@ EXEC_SLACK = 0.003
 RTT_SAMPLES = 16
 
 T = TypeVar("T")
+
+
+async def _then_attrs(request: Awaitable[T], stat: Awaitable[SftpAttrs]) -> tuple[T, Attrs | None]:
+    """``request``'s answer, and what ``stat`` (asked right behind it: both are sent now,
+    in this order, and the server answers in order) says after it, None if it failed."""
+    done, st = await asyncio.gather(request, stat, return_exceptions=True)
+    if isinstance(done, BaseException):
+        raise done
+    return done, None if isinstance(st, BaseException) else _attrs(st)
 
 
 class SftpVFS:
@@ -268,9 +277,8 @@ class SftpVFS:
         """Is a directory's listing by one exec command about as quick as one LSTAT (a
         link whose round trip dwarfs the server's work), so that a lookup may list its
         directory alongside (see CachingVFS.lstat)?"""
-        bulk = self._listings.bulk
-        rtt = self.lstat_rtt
-        if bulk is None or not bulk.available or rtt is None or rtt < LINK_RTT:
+        bulk, rtt = self._listings.bulk, self.lstat_rtt
+        if bulk is None or not bulk.available or rtt is None or not self.across_link():
             return False
         return bulk.cost() <= 2 * rtt + EXEC_SLACK
 
@@ -338,16 +346,9 @@ class SftpVFS:
             )
             if not create:
                 return await opening, None
-            # a created file's attributes are asked for right behind the OPEN, in the same
-            # round trip (the server answers in order, so the STAT sees the new file): the
-            # fstat that follows every create is then free
-            handle, st = await asyncio.gather(
-                opening, self._sftp.stat(remote), return_exceptions=True
-            )
-            if isinstance(handle, BaseException):
-                raise handle
-            known = None if isinstance(st, BaseException) else _attrs(cast(SftpAttrs, st))
-            return cast(SftpHandle, handle), known
+            # a created file's attributes are asked for in the same round trip: the fstat
+            # that follows every create is then free
+            return await _then_attrs(opening, self._sftp.stat(remote))
 
         async def explain() -> int | None:
             kind = await self._kind(remote)
@@ -423,14 +424,7 @@ class SftpVFS:
             if not stat_after:
                 await self._sftp.posix_rename(src, dst)
                 return None
-            # both sent now, in this order (the server answers in order: the LSTAT sees
-            # the renamed file)
-            renamed, st = await asyncio.gather(
-                self._sftp.posix_rename(src, dst), self._sftp.lstat(dst), return_exceptions=True
-            )
-            if isinstance(renamed, BaseException):
-                raise renamed
-            return None if isinstance(st, BaseException) else _attrs(cast(SftpAttrs, st))
+            return (await _then_attrs(self._sftp.posix_rename(src, dst), self._sftp.lstat(dst)))[1]
 
         return await self._op(old, action, explain, idempotent=False)
 
