@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator
 import asyncssh
 
 from .sftpvalues import (
+    _FX_OK,
     _SIZE,
     _U32,
     _U64,
@@ -333,11 +334,8 @@ class SftpClient:
 
     async def _status(self, kind: int, payload: bytes) -> None:
         kind, packet = await self._request(kind, payload)
-        if kind != _STATUS:
-            raise asyncssh.SFTPBadMessage(f"unexpected reply type {kind}")
-        error = _status_error(packet[5:])
-        if error is not None:
-            raise error
+        if kind != _STATUS or _U32.unpack_from(packet, 5)[0] != _FX_OK:
+            raise self._unexpected(kind, packet)
 
     async def _attrs(self, kind: int, payload: bytes) -> RemoteAttrs:
         kind, packet = await self._request(kind, payload)
@@ -366,14 +364,28 @@ class SftpClient:
         return names
 
     async def _extended(self, name: bytes, payload: bytes) -> bytes:
+        """An OpenSSH extension's reply (SFTPOpUnsupported, sending nothing, when the server
+        does not offer it)."""
+        self._supports(name)
         kind, packet = await self._request(_EXTENDED, _string(name) + payload)
         if kind != _EXTENDED_REPLY:
             raise self._unexpected(kind, packet)
         return packet[5:]
 
+    async def _extended_status(self, name: bytes, payload: bytes) -> None:
+        """An OpenSSH extension answered by a STATUS (as :meth:`_extended`)."""
+        self._supports(name)
+        await self._status(_EXTENDED, _string(name) + payload)
+
     def _supports(self, name: bytes) -> None:
         if name not in self.extensions:
             raise asyncssh.SFTPOpUnsupported(f"{name.decode()} not supported by the server")
+
+    async def _one_name(self, kind: int, path: bytes) -> bytes:
+        names = await self._names(kind, _string(path))
+        if len(names) != 1:
+            raise asyncssh.SFTPBadMessage(f"{len(names)} names where one was due")
+        return names[0].filename
 
     # -- paths -----------------------------------------------------------------------
 
@@ -384,16 +396,10 @@ class SftpClient:
         return await self._attrs(_STAT, _string(path))
 
     async def realpath(self, path: bytes) -> bytes:
-        names = await self._names(_REALPATH, _string(path))
-        if len(names) != 1:
-            raise asyncssh.SFTPBadMessage("realpath: not one name")
-        return names[0].filename
+        return await self._one_name(_REALPATH, path)
 
     async def readlink(self, path: bytes) -> bytes:
-        names = await self._names(_READLINK, _string(path))
-        if len(names) != 1:
-            raise asyncssh.SFTPBadMessage("readlink: not one name")
-        return names[0].filename
+        return await self._one_name(_READLINK, path)
 
     async def scandir(self, path: bytes) -> AsyncIterator[RemoteName]:
         """The names in a directory, ``.`` and ``..`` among them, one READDIR at a time."""
@@ -441,29 +447,22 @@ class SftpClient:
         await self._status(_REMOVE, _string(path))
 
     async def posix_rename(self, old: bytes, new: bytes) -> None:
-        self._supports(b"posix-rename@openssh.com")
-        name = _string(b"posix-rename@openssh.com")
-        await self._status(_EXTENDED, name + _string(old) + _string(new))
+        await self._extended_status(b"posix-rename@openssh.com", _string(old) + _string(new))
 
     async def symlink(self, target: bytes, link: bytes) -> None:
         first, second = (target, link) if self._symlink_swapped else (link, target)
         await self._status(_SYMLINK, _string(first) + _string(second))
 
     async def link(self, existing: bytes, new: bytes) -> None:
-        self._supports(b"hardlink@openssh.com")
-        name = _string(b"hardlink@openssh.com")
-        await self._status(_EXTENDED, name + _string(existing) + _string(new))
+        await self._extended_status(b"hardlink@openssh.com", _string(existing) + _string(new))
 
     async def setstat(self, path: bytes, attrs: AttrsIn, *, follow_symlinks: bool = True) -> None:
         if follow_symlinks:
             await self._status(_SETSTAT, _string(path) + _encode_attrs(attrs))
             return
-        self._supports(b"lsetstat@openssh.com")
-        name = _string(b"lsetstat@openssh.com")
-        await self._status(_EXTENDED, name + _string(path) + _encode_attrs(attrs))
+        await self._extended_status(b"lsetstat@openssh.com", _string(path) + _encode_attrs(attrs))
 
     async def statvfs(self, path: bytes) -> VfsStats:
-        self._supports(b"statvfs@openssh.com")
         reply = await self._extended(b"statvfs@openssh.com", _string(path))
         return VfsStats(*struct.unpack_from(">11Q", reply, 0))
 
@@ -518,9 +517,7 @@ class SftpHandle:
         await self._client._status(_FSETSTAT, self._string + _U32.pack(_SIZE) + _U64.pack(size))
 
     async def fsync(self) -> None:
-        self._client._supports(b"fsync@openssh.com")
-        name = _string(b"fsync@openssh.com")
-        await self._client._status(_EXTENDED, name + self._string)
+        await self._client._extended_status(b"fsync@openssh.com", self._string)
 
     async def close(self) -> None:
         await self._client._status(_CLOSE, self._string)
