@@ -108,6 +108,22 @@ def _end_record(rest: bytearray) -> int | None:
 _ZERO_BLOCK = bytes(512)
 
 
+class _Unusual(ValueError):
+    """A tar feature the lean reader leaves to :mod:`tarfile` (a ValueError: the stream
+    parser, which has no fallback, refuses it as a bad header)."""
+
+
+#: regular-file type flags (``tarfile.REGULAR_TYPES`` without sparse files, left to tarfile)
+_REGULAR = (b"0", b"\0", b"7")
+
+
+def _octal(field: bytes) -> int:
+    """A tar header's octal number (ValueError if it is none)."""
+    if field[:1] and field[0] & 0x80:
+        raise _Unusual("base-256 number")
+    return int(field.split(b"\0", 1)[0].strip() or b"0", 8)
+
+
 class FileParser:
     """Parses :func:`file_command`'s output: a tar stream of 512-byte blocks, each header
     followed by its data blocks, ended by two zero blocks; then the shell's end record.
@@ -151,24 +167,10 @@ class FileParser:
                 del buf[:end]
                 return True
             try:
-                size = int(bytes(block[124:136]).strip(b" \0") or b"0", 8)
+                size = _octal(bytes(block[124:136]))
             except ValueError as exc:
                 raise ValueError("contents: a bad tar header") from exc
             self._next += 512 + -(-size // 512) * 512
-
-
-class _Unusual(Exception):
-    """A tar feature the lean reader leaves to :mod:`tarfile`."""
-
-
-#: regular-file type flags (``tarfile.REGULAR_TYPES`` without sparse files, left to tarfile)
-_REGULAR = (b"0", b"\0", b"7")
-
-
-def _octal(field: bytes) -> int:
-    if field[:1] and field[0] & 0x80:
-        raise _Unusual("base-256 number")
-    return int(field.split(b"\0", 1)[0].strip() or b"0", 8)
 
 
 def _pax(records: bytes) -> dict[bytes, bytes]:
