@@ -20,7 +20,10 @@ def contents_command(remote_dir: bytes, max_file: int, max_files: int) -> bytes:
     """The sh command line that prints ``STATUS LENGTH\\0`` then a tar archive of LENGTH
     bytes with the small readable regular files under ``remote_dir`` (absolute), paths
     relative to it. STATUS is tar's exit status (0: every file read whole and unchanged).
-    Runs in a subshell: the long-lived shell's directory stays where it was."""
+    Directories named ``.git`` below ``remote_dir`` are left out: a repository's metadata is
+    read by git alone, and a read in it fetches it apart (see sshvfs.vfs.cache.contents);
+    in a source tree it is most of the files. Runs in a subshell: the long-lived shell's
+    directory stays where it was."""
     if not remote_dir.startswith(b"/"):
         raise ValueError(f"remote directory must be an absolute path: {remote_dir!r}")
     size = str(max_file + 1).encode()  # find -size -Nc: fewer than N bytes
@@ -28,7 +31,7 @@ def contents_command(remote_dir: bytes, max_file: int, max_files: int) -> bytes:
     return (
         b"(t=$(mktemp) || exit 1; r=1; cd -- "
         + quote(remote_dir)
-        + b" && { LC_ALL=C find . -type f -readable -size -"
+        + b" && { LC_ALL=C find . -name .git -type d -prune -o -type f -readable -size -"
         + size
         + b"c -print0 | head -z -n "
         + count

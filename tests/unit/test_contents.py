@@ -163,6 +163,34 @@ def test_the_command_runs_in_sh_and_frames_a_tar(tmp_path: object) -> None:
     assert os.getcwd() != root
 
 
+def test_the_command_leaves_repositories_metadata_out(tmp_path: object) -> None:
+    """A tree's fetch leaves out directories named .git at any depth (git's reads fetch
+    them apart), not a file named .git (a worktree's pointer); fetched itself, a .git
+    directory sends its files."""
+    import os
+
+    root = str(tmp_path)
+    files = {
+        "src/main.c": b"int main;",
+        ".git/HEAD": b"ref",
+        ".git/objects/ab/cd": b"blob",
+        "vendor/lib/.git/config": b"[core]",
+        "vendor/lib/lib.c": b"lib",
+        "wt/.git": b"gitdir: ../x",
+    }
+    for rel, data in files.items():
+        os.makedirs(os.path.dirname(os.path.join(root, rel)), exist_ok=True)
+        with open(os.path.join(root, rel), "wb") as f:
+            f.write(data)
+    parser = _run_framed(contents_command(os.fsencode(root), max_file=100, max_files=10))
+    assert parser.exit_status == 0 and parser.archive is not None
+    assert set(parse_archive(parser.archive)) == {b"src/main.c", b"vendor/lib/lib.c", b"wt/.git"}
+    git = os.fsencode(os.path.join(root, ".git"))
+    parser = _run_framed(contents_command(git, max_file=100, max_files=10))
+    assert parser.archive is not None
+    assert set(parse_archive(parser.archive)) == {b"HEAD", b"objects/ab/cd"}
+
+
 def _run_file(cmd: bytes, chunk: int) -> FileParser:
     out = _shell_output(cmd)
     parser = FileParser(LIMIT)
@@ -347,6 +375,24 @@ async def test_a_read_in_a_repository_s_metadata_fetches_only_the_metadata() -> 
     prefetcher.missed(b"/w/repo/src/main.c")
     await asyncio.sleep(0.01)
     assert backend.fetched == [b"/w/repo/.git", b"/w"]
+
+
+async def test_a_walk_of_reads_into_metadata_fetches_it_apart() -> None:
+    """A walk of reads (no tree prefetched) fetches its tree without .git: its reads
+    reaching .git later (grep -r, cp -r) fetch .git in a command of its own."""
+    import asyncio
+
+    from sshvfs.vfs.cache.contents import READ_WALK, ContentPrefetcher
+
+    backend = _Backend(across_link=True)
+    prefetcher = ContentPrefetcher(_Cache(backend, None), lambda: 100.0, ttl=30)  # type: ignore[arg-type]
+    for i in range(READ_WALK):
+        prefetcher.missed(b"/repo/d%d/f" % (i % 2))
+    await asyncio.sleep(0.01)
+    assert backend.fetched == [b"/repo"]
+    prefetcher.missed(b"/repo/.git/objects/ab/cd")
+    await asyncio.sleep(0.01)
+    assert backend.fetched == [b"/repo", b"/repo/.git"]
 
 
 def _written(fmt: int, files: dict[str, tuple[int, bytes]]) -> bytes:

@@ -65,7 +65,8 @@ def _metadata_root(root: bytes, path: bytes) -> bytes:
     """The tree whose small files an open of ``path`` under the fetched tree ``root`` calls
     for: a repository's metadata (``.git``) is read by git, its worktree by everything
     else, so a read in the one does not fetch the other (git status, its index matching,
-    reads .git alone)."""
+    reads .git alone), and a tree's fetch leaves its ``.git`` directories out
+    (:func:`sshvfs.execlist.archive.contents_command`)."""
     below = path[len(root) :] if root != b"/" else path
     at = below.find(b"/.git/")
     return root if at < 0 else join(root, below[1 : at + 5])
@@ -317,8 +318,6 @@ class ContentPrefetcher:
             return
         now = self._timer()
         root = self._cache.prefetched_root(path, self.ttl)
-        if root is not None:
-            root = _metadata_root(root, path)
         if root is None:
             root = self._read_walk(now, path)
             if root is None:
@@ -327,6 +326,7 @@ class ContentPrefetcher:
                 # its lookups (names it has and names it lacks) come next, one round trip
                 # each: the tree's listings, in one command alongside, answer them
                 self._cache.walk_reads(root)
+        root = _metadata_root(root, path)  # a worktree's fetch leaves its .git out
         if root in self._full:
             if not self._across_link():
                 return  # here one command costs more than the opens it could spare
@@ -374,7 +374,12 @@ class ContentPrefetcher:
             self._full.add(root)
         keep = {rel: v for rel, v in files.items() if unchanged(join(root, rel))}
         self.copies.put_many(root, keep, since)
-        log.debug("fetched %d small files under %s", len(keep), os.fsdecode(root))
+        log.debug(
+            "fetched %d small files under %s in %.1f ms",
+            len(keep),
+            os.fsdecode(root),
+            (self._timer() - since) * 1e3,
+        )
 
     def counts(self) -> dict[str, int]:
         c = self.copies
