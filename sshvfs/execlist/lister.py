@@ -56,8 +56,12 @@ DEFAULT_SESSIONS = 2
 #: a server that never answers the probe is no server to run listings on
 PROBE_TIMEOUT = 15.0
 #: an idle shell holds a channel and a process on the server: close it after this long,
-#: except the last one, kept warm for the connection's life (starting one costs the rc files)
+#: except the WARM_SHELLS most recently used, kept for the connection's life
 IDLE_TIMEOUT = 60.0
+#: shells started with the probe and kept warm (starting one costs a channel, a login and
+#: the rc files: 20-250 ms on loopback, more across a link). Two: a walk's first steps run
+#: a tree prefetch and a content fetch at once, and the second one waited for a start
+WARM_SHELLS = 2
 
 
 class ExecUnavailable(BulkCommandError):
@@ -70,8 +74,9 @@ class ExecUnavailable(BulkCommandError):
 
 class ExecLister:
     """Bulk listings over one SSH connection's exec channel, through a small pool of
-    long-lived :class:`~sshvfs.execlist.shell.RemoteShell` (at most ``sessions`` channels; idle
-    ones beyond the first are closed after ``idle_timeout`` seconds).
+    long-lived :class:`~sshvfs.execlist.shell.RemoteShell` (at most ``sessions`` channels;
+    ``warm`` of them, at most ``sessions``, start with the probe and stay; idle ones beyond
+    those are closed after ``idle_timeout`` seconds).
 
     ``time_resolution_ns`` floors the times find reports (nanoseconds) to what the SFTP
     session reports, so an attribute never depends on which path fetched it.
@@ -85,9 +90,13 @@ class ExecLister:
         time_resolution_ns: int = 1,
         probe_timeout: float = PROBE_TIMEOUT,
         idle_timeout: float = IDLE_TIMEOUT,
+        warm: int = WARM_SHELLS,
     ) -> None:
         if sessions < 1:
             raise ValueError(f"sessions must be >= 1, not {sessions}")
+        self._warm = max(1, min(warm, sessions))
+        #: the start of the warm shells after the first (the probe starts the first)
+        self._warming: asyncio.Task[None] | None = None
         self._conn = conn
         self._resolution = time_resolution_ns
         self._probe_timeout = probe_timeout
@@ -133,6 +142,9 @@ class ExecLister:
         if self._reaper is not None:
             self._reaper.cancel()
             self._reaper = None
+        if self._warming is not None:
+            self._warming.cancel()
+            self._warming = None
         idle, self._idle = self._idle, []
         for shell in idle:
             shell.close()
@@ -219,6 +231,9 @@ class ExecLister:
                 return False
             self._available = True
             self._release(shell)
+            if self._warm > 1:
+                self._warming = asyncio.ensure_future(self._warm_up())
+                self._warming.add_done_callback(lambda t: t.cancelled() or t.exception())
             log.debug(
                 "exec listing available: a shell starts in %.1f ms, runs a command in %.1f ms;"
                 " output parsed in %s",
@@ -228,24 +243,41 @@ class ExecLister:
             )
             return True
 
+    async def _warm_up(self) -> None:
+        """Start shells until ``warm`` are there (each holding a slot while it starts: a
+        command that needs one meanwhile waits for it rather than start its own)."""
+        for _ in range(self._warm - 1):
+            async with self._slots:
+                alive = sum(not shell.closed for shell in self._idle) + self.running
+                if self._available is not True or alive >= self._warm:
+                    return
+                try:
+                    shell = await self._open_shell()
+                except ExecUnavailable as exc:  # MaxSessions: the one shell serves
+                    log.debug("no second remote shell: %s", exc.reason)
+                    return
+                self._release(shell)
+
     def _release(self, shell: RemoteShell) -> None:
         if shell.closed or self._available is False:
             shell.close()
             return
         self._idle.append(shell)
-        if self._reaper is None and len(self._idle) > 1:
+        if self._reaper is None and len(self._idle) > self._warm:
             loop = asyncio.get_running_loop()
             self._reaper = loop.call_later(self._idle_timeout, self._reap)
 
     def _reap(self) -> None:
-        """Close the shells idle for ``idle_timeout``, all but the most recently used."""
+        """Close the shells idle for ``idle_timeout``, all but the ``warm`` most recently
+        used."""
         self._reaper = None
         self._idle = [s for s in self._idle if not s.closed]
         self._idle.sort(key=lambda s: s.last_used)
         now = time.monotonic()
-        while len(self._idle) > 1 and now - self._idle[0].last_used >= self._idle_timeout:
+        warm = self._warm
+        while len(self._idle) > warm and now - self._idle[0].last_used >= self._idle_timeout:
             self._idle.pop(0).close()
-        if len(self._idle) > 1:
+        if len(self._idle) > warm:
             wait = self._idle[0].last_used + self._idle_timeout - now
             self._reaper = asyncio.get_running_loop().call_later(max(wait, 0.1), self._reap)
 

@@ -25,6 +25,7 @@ import pytest
 
 from sshvfs.app.demoserver import DemoServer
 from sshvfs.config import MountOptions, Target
+from sshvfs.execlist.lister import WARM_SHELLS
 from sshvfs.sftp.vfs import SftpVFS
 from sshvfs.transport.connection import connect
 from sshvfs.vfs.types import Entry
@@ -504,21 +505,33 @@ async def test_adaptive_mode_uses_directory_sizes(servers: dict[str, Endpoint]) 
 
 
 async def test_warm_up_and_idle_shells(servers: dict[str, Endpoint], hostile_root: bytes) -> None:
-    async with open_vfs(servers["openssh"], hostile_root, "exec", warm_up=True) as vfs:
+    """The probe starts the warm shells (two): a walk's first tree prefetch and content
+    fetch run at once without waiting for a shell to start; more shells start when more
+    commands overlap, and those beyond the warm ones go once idle."""
+    async with open_vfs(servers["openssh"], hostile_root, "exec", sessions=3, warm_up=True) as vfs:
         lister = vfs.lister
         assert lister is not None
         deadline = time.monotonic() + 60
-        while lister.available is None and time.monotonic() < deadline:
+        while (lister.available is None or lister.shells < WARM_SHELLS) and (
+            time.monotonic() < deadline
+        ):
             await asyncio.sleep(0.02)
         assert lister.available and lister.commands == 0  # probed before any listing
+        assert lister.shells == WARM_SHELLS == 2
         lister._idle_timeout = 0.05
-        async with asyncio.TaskGroup() as group:  # the big one holds its shell longer
+        async with asyncio.TaskGroup() as group:  # two overlap: the warm shells serve
             group.create_task(vfs.readdir(b"/" + HOSTILE_DIR))
             group.create_task(vfs.readdir(b"/tree/a"))
-        assert lister.shells == 2
+        assert lister.shells == 2 and lister.peak == 2
+        async with asyncio.TaskGroup() as group:  # three overlap: one more starts
+            group.create_task(vfs.readdir(b"/" + HOSTILE_DIR))
+            group.create_task(vfs.readdir(b"/" + HOSTILE_DIR))
+            group.create_task(vfs.readdir(b"/tree/a"))
+        assert lister.shells == 3
         deadline = time.monotonic() + 10
-        while len(lister._idle) > 1 and time.monotonic() < deadline:
+        while len(lister._idle) > 2 and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        assert len(lister._idle) == 1  # the last shell stays warm
+        await asyncio.sleep(0.2)
+        assert len(lister._idle) == 2  # the warm shells stay
         assert len(await vfs.readdir(b"/tree/a")) == 4
-        assert lister.shells == 2
+        assert lister.shells == 3
