@@ -512,10 +512,8 @@ async def test_warm_up_and_idle_shells(servers: dict[str, Endpoint], hostile_roo
         lister = vfs.lister
         assert lister is not None
         deadline = time.monotonic() + 60
-        while (lister.available is None or lister.shells < WARM_SHELLS) and (
-            time.monotonic() < deadline
-        ):
-            await asyncio.sleep(0.02)
+        while len(lister._idle) < WARM_SHELLS and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)  # started and probed
         assert lister.available and lister.commands == 0  # probed before any listing
         assert lister.shells == WARM_SHELLS == 2
         lister._idle_timeout = 0.05
