@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import asyncssh
 
+from ..deadlines import Deadlines
 from ..errors import fs_error
 from ..execlist.lister import DEFAULT_SESSIONS, DirLister, ExecLister
 from ..execlist.policy import ListingPolicy
@@ -82,6 +83,7 @@ class SftpVFS:
         is the deadline of every remote operation, after which the caller gets ETIMEDOUT."""
         self._session = session
         self.timeout = timeout or None
+        self._deadlines = Deadlines(self.timeout) if self.timeout is not None else None
         #: the latest LSTATs' round trips (seconds): is this a link or the host?
         self._lstat_rtts: collections.deque[float] = collections.deque(maxlen=RTT_SAMPLES)
         self._exec_sessions = exec_sessions
@@ -170,12 +172,11 @@ class SftpVFS:
 
     async def _deadline(self, aw: Awaitable[T], path: bytes) -> T:
         """Asyncio side: ``aw`` within the per-operation deadline, ETIMEDOUT after it."""
-        if self.timeout is None:
+        if self._deadlines is None:
             return await aw
         try:
-            # asyncio.timeout, not wait_for: no task per call (a FUSE read is 128 KiB)
-            async with asyncio.timeout(self.timeout):
-                return await aw
+            # no task per call (a FUSE read is 128 KiB), no timer either (see Deadlines)
+            return await self._deadlines.run(aw)
         except TimeoutError:
             # the server or the network stalls: fail this call, keep the mount up
             raise fs_error(
@@ -212,7 +213,8 @@ class SftpVFS:
 
         async def guarded() -> T:
             for tries in (1, 2):
-                await self._deadline(self.connected(), path)
+                if self._session is not None and self._session.state != "connected":
+                    await self._deadline(self.connected(), path)
                 generation = self.generation
                 try:
                     return await self._deadline(attempt(), path)

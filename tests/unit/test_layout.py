@@ -46,7 +46,7 @@ RULES = {
     ),
 }
 PACKAGES = ("app", "execlist", "follow", "fuse", "sftp", "transport", "vfs", "watch")
-LEAVES = ("config", "errors", "gcpause", "tasks", "transfers", "unsupported")
+LEAVES = ("config", "deadlines", "errors", "gcpause", "tasks", "transfers", "unsupported")
 
 
 def _imports(path: Path) -> set[str]:
