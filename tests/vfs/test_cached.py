@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from sshvfs.vfs.cache.cached import MADE_WINDOW, CachingVFS
+from sshvfs.vfs.cache.setattrs import LEARN_DELAY
 from sshvfs.vfs.local import LocalVFS
 from sshvfs.vfs.types import tree_progress
 
@@ -180,15 +181,23 @@ async def test_a_file_made_like_tar_does_is_known_at_close(setup: Any) -> None:
     assert listed[b"new"] == attrs
 
 
-async def test_what_the_file_cannot_know_is_asked_at_close(setup: Any) -> None:
+async def test_what_the_file_cannot_know_is_asked_after_close(setup: Any) -> None:
     cache, backend, clock, root = setup
     touch(root, "d/keep")
-    # written after its times were set: the mtime is the server's
+    # written after its times were set: the mtime is the server's, asked a moment later
     f = await _untar_one(cache, b"/d/late", then_write=True)
     before = backend.calls["lstat"]
     await f.close()
+    await asyncio.sleep(LEARN_DELAY + 0.05)
     assert backend.calls["lstat"] == before + 1
     assert (await cache.lstat(b"/d/late")).size == os.lstat(os.path.join(root, "d/late")).st_size
+    assert backend.calls["lstat"] == before + 1  # learnt: the stat asked nothing
+    # renamed right after its close (an editor's save): the old name is not asked for
+    f = await _untar_one(cache, b"/d/late.swp", then_write=True)
+    await f.close()
+    await cache.rename(b"/d/late.swp", b"/d/late")
+    await asyncio.sleep(LEARN_DELAY + 0.05)
+    assert backend.calls["lstat"] == before + 1
     # written through another handle meanwhile: what this one knows is not all
     f = await _untar_one(cache, b"/d/shared")
     other = await cache.open(b"/d/shared", os.O_WRONLY)

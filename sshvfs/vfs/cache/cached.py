@@ -102,6 +102,7 @@ class CachingVFS(SetAttrs):
     ) -> None:
         self.inner = inner
         self._timer = timer
+        self._spawn = spawn
         self.attr_ttl = attr_ttl
         self.dir_ttl = dir_ttl
         neg_ttl = attr_ttl if negative_ttl is None else negative_ttl

@@ -2,11 +2,13 @@
 chown, truncate, utimens). A change to a file the mount is writing rides that handle's
 pipeline (:mod:`.owned`); a change that succeeds on attributes the caches knew is learned
 without asking again (what was set is what the server stores); anything else asks the
-server once, after the change.
+server once, after the change. A file written through the mount is asked for once it
+is closed, shortly after, unless its name changed meanwhile (:meth:`SetAttrs.learn_soon`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import stat as _stat
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
@@ -14,10 +16,15 @@ from typing import TYPE_CHECKING
 from ..types import VFS, Attrs
 
 if TYPE_CHECKING:
+    from ...tasks import Spawn
     from .owned import OwnedFiles
 
 #: mode bits a server may drop as it sees fit
 _SET_ID = _stat.S_ISUID | _stat.S_ISGID
+#: seconds after a written file's close before its attributes are asked for: an editor's
+#: save renames its temporary file within a millisecond of closing it, and then no one
+#: can use what that name was
+LEARN_DELAY = 0.05
 
 
 class SetAttrs:
@@ -27,6 +34,7 @@ class SetAttrs:
         inner: VFS
         owned: OwnedFiles
         _linked: set[bytes]
+        _spawn: Spawn
 
         def _cached_attrs(self, path: bytes) -> Attrs | None | object: ...
         def _generation(self, key: bytes) -> tuple[int, int]: ...
@@ -43,6 +51,26 @@ class SetAttrs:
         except OSError:
             return
         if gen == self._generation(path):  # not changed, renamed or removed meanwhile
+            self._learn(path, attrs)
+
+    def learn_soon(self, path: bytes) -> None:
+        """A file written through the mount was closed: its attributes (dropped by the
+        writes) are asked for in LEARN_DELAY, so that the next stat is answered here,
+        unless the name changes through the mount meanwhile (renamed, removed, written
+        again: its generation moves) or they are known by then."""
+        gen = self._generation(path)
+        asyncio.get_running_loop().call_later(LEARN_DELAY, self._learn_if_same, path, gen)
+
+    def _learn_if_same(self, path: bytes, gen: tuple[int, int]) -> None:
+        if self._generation(path) == gen and self._known(path) is None:
+            self._spawn(self._refetch(path, gen), "attributes after a close")
+
+    async def _refetch(self, path: bytes, gen: tuple[int, int]) -> None:
+        try:
+            attrs = await self.inner.lstat(path)
+        except OSError:
+            return
+        if gen == self._generation(path):
             self._learn(path, attrs)
 
     def _known(self, path: bytes) -> Attrs | None:
