@@ -377,6 +377,26 @@ async def test_a_read_in_a_repository_s_metadata_fetches_only_the_metadata() -> 
     assert backend.fetched == [b"/w/repo/.git", b"/w"]
 
 
+@pytest.mark.parametrize(
+    ("opened", "root"),
+    [
+        ([b"/w/a/f", b"/w/b/f", b"/w/a/g", b"/w/b/g"], b"/w"),
+        ([b"/w/b/f", b"/w/b-c/f", b"/w/b/x/f", b"/w/b/g"], b"/w"),  # "-" sorts before "/"
+        ([b"/w/b/f", b"/w/b/x/f", b"/w/b/y/f", b"/w/b/x/g"], b"/w/b"),
+        ([b"/f", b"/a/f", b"/g", b"/b/f"], b"/"),
+        ([b"/w/a/f", b"/w/ab/f", b"/w/a/g", b"/w/ab/g"], b"/w"),
+    ],
+)
+def test_a_read_walk_s_root_is_its_directories_common_one(opened: list[bytes], root: bytes) -> None:
+    from sshvfs.vfs.cache.contents import READ_WALK, ContentPrefetcher
+
+    prefetcher = ContentPrefetcher(_Cache(_Backend(True), None), lambda: 100.0, ttl=30)  # type: ignore[arg-type]
+    assert len(opened) == READ_WALK
+    found = [prefetcher._read_walk(100.0, path) for path in opened]
+    assert found == [None] * (READ_WALK - 1) + [root]
+    assert prefetcher._read_walk(103.0, b"/elsewhere/f") is None  # the walk is 2 s old
+
+
 async def test_a_walk_of_reads_into_metadata_fetches_it_apart() -> None:
     """A walk of reads (no tree prefetched) fetches its tree without .git: its reads
     reaching .git later (grep -r, cp -r) fetch .git in a command of its own."""

@@ -155,11 +155,7 @@ class CachedFile:
                 # close would have failed), and its times are exact: the server holds this
                 vfs._mark(path)
                 vfs._learn(path, mine.attrs)
-            elif (
-                self._written
-                and vfs._generation(path) == unchanged
-                and vfs._known(path) is None
-            ):
+            elif self._written and vfs._generation(path) == unchanged and vfs._known(path) is None:
                 # every write drops the cached attributes; still known means they were
                 # fetched after the last write. (Not from what the handle said as it
                 # closed: by then its path may name another file, or none.) Asked for a

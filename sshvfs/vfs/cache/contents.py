@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import collections
 import errno
+import itertools
 import logging
 import os
 import stat as _stat
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ...tasks import Spawn, spawn_detached
 from ..types import Attrs, VFSFile, join, split, within
@@ -253,7 +254,7 @@ class ContentPrefetcher:
         self.copies = ContentCache(max_bytes, ttl, timer)
         self._fetched: dict[bytes, float] = {}
         self._full: set[bytes] = set()
-        #: (when, path) of the latest read-only opens that went to the server
+        #: (when, directory + "/") of the latest read-only opens that went to the server
         self._recent: collections.deque[tuple[float, bytes]] = collections.deque(
             maxlen=READ_WALK_NEAR
         )
@@ -346,19 +347,23 @@ class ContentPrefetcher:
         return bool(judge()) if judge is not None else True
 
     def _read_walk(self, now: float, path: bytes) -> bytes | None:
-        """The directory holding a walk of files this open completes, or None."""
+        """The directory holding a walk of files this open completes, or None. (Every
+        open that misses asks: a few microseconds, no path split or decoded per asking.)"""
         recent = self._recent
-        recent.append((now, path))
+        parent = split(path)[0]
+        recent.append((now, parent if parent.endswith(b"/") else parent + b"/"))
         far = getattr(self._cache.inner, "across_link", self._across_link)
         count = READ_WALK if far() else READ_WALK_NEAR
-        walk = list(recent)[-count:]
-        if len(walk) < count or now - walk[0][0] > READ_WALK_WINDOW:
+        if len(recent) < count or now - recent[-count][0] > READ_WALK_WINDOW:
             return None
-        dirs = {split(p)[0] for _, p in walk}
-        if len(dirs) < 2:
-            return None
-        common = os.path.commonpath([os.fsdecode(d) for d in dirs])
-        return os.fsencode(common) or b"/"
+        dirs = [d for _, d in itertools.islice(recent, len(recent) - count, None)]
+        lo, hi = min(dirs), max(dirs)
+        if lo == hi:
+            return None  # one directory: not a walk
+        # the common prefix of the least and the greatest is every one's; each ends in
+        # "/", so it ends at the last "/" they share: "/a/b/" and "/a/bc/" share "/a/"
+        common = cast(bytes, os.path.commonprefix([lo, hi]))
+        return common[: common.rfind(b"/")] or b"/"
 
     async def _fetch(self, root: bytes) -> None:
         unchanged = self._cache.generation_snapshot()
