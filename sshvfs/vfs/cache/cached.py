@@ -25,9 +25,6 @@ import stat as _stat
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-from cachetools import TTLCache
 
 from ...errors import fs_error
 from ...tasks import Spawn, spawn_detached
@@ -39,6 +36,7 @@ from .owned import OwnedFiles
 from .remotechanges import RemoteChanges
 from .setattrs import SetAttrs
 from .treeprefetch import TreePrefetcher
+from .ttl import TtlCache
 
 Timer = Callable[[], float]
 Listener = Callable[[bytes | None], None]
@@ -48,18 +46,6 @@ REFRESH_PARALLEL = 16
 #: seconds a directory this mount made is taken as holding only what the mount made there,
 #: counted from the last thing made there
 MADE_WINDOW = 2.0
-
-
-class _Counted(TTLCache[Any, Any]):
-    """A TTLCache that counts capacity evictions."""
-
-    def __init__(self, maxsize: int, ttl: float, timer: Timer, **kw: Any) -> None:
-        super().__init__(maxsize, ttl, timer, **kw)
-        self.evictions = 0
-
-    def popitem(self) -> tuple[Any, Any]:
-        self.evictions += 1
-        return super().popitem()
 
 
 @dataclass
@@ -107,15 +93,15 @@ class CachingVFS(SetAttrs):
         self.dir_ttl = dir_ttl
         neg_ttl = attr_ttl if negative_ttl is None else negative_ttl
         size = max(1, max_entries)
-        self._attrs: _Counted = _Counted(size, max(attr_ttl, 1e-9), timer)
-        self._neg: _Counted = _Counted(max(1, size // 10), max(neg_ttl, 1e-9), timer)
-        self._links: _Counted = _Counted(max(1, size // 10), max(attr_ttl, 1e-9), timer)
-        self._dirs: _Counted = _Counted(
+        self._attrs: TtlCache = TtlCache(size, max(attr_ttl, 1e-9), timer)
+        self._neg: TtlCache = TtlCache(max(1, size // 10), max(neg_ttl, 1e-9), timer)
+        self._links: TtlCache = TtlCache(max(1, size // 10), max(attr_ttl, 1e-9), timer)
+        self._dirs: TtlCache = TtlCache(
             size, max(dir_ttl, 1e-9), timer, getsizeof=lambda v: len(v.entries) + 1
         )
         #: directories this mount just made (empty then), each with the names made in it
         #: since; kept while the mount goes on making things there, MADE_WINDOW at most after
-        self._made: _Counted = _Counted(
+        self._made: TtlCache = TtlCache(
             max(1, size // 100), max(min(neg_ttl, MADE_WINDOW), 1e-9), timer
         )
         self._enabled_attr = attr_ttl > 0
@@ -427,7 +413,8 @@ class CachingVFS(SetAttrs):
 
     def cached_listing(self, path: bytes) -> Listing | None:
         """The listing of ``path`` as cached (dirty or not; no hit counted), or None."""
-        return self._dirs.get(path)
+        listing: Listing | None = self._dirs.get(path)
+        return listing
 
     def withdraw_listing(self, path: bytes, listing: Listing | None) -> None:
         """Drop the cached listing of ``path`` if it is still ``listing`` (a prefetch takes
