@@ -29,3 +29,30 @@ def test_answers_as_ttlcache_does() -> None:
     assert cache.get(b"a") is None and cache.pop(b"a", "gone") == "gone"
     cache[b"b"], cache[b"c"], cache[b"d"] = 2, 3, 4
     assert cache.evictions == 1 and cache.get(b"b") is None and cache.get(b"d") == 4
+
+
+def test_drops_what_is_below_a_directory_and_nothing_else() -> None:
+    cache = TtlCache(10_000, 10, lambda: 0.0)
+    keys = [b"/a/b", b"/a/b/c/d/e", b"/a/b/x", b"/a/bc", b"/a/bc/y", b"/z", b"/a"]
+    for key in keys:
+        cache[key] = 1
+    assert sorted(cache.children(b"/a")) == [b"/a/b", b"/a/bc"]
+    cache.pop_below(b"/a/b")  # its keys at any depth, through directories it holds none of
+    assert sorted(cache) == [b"/a", b"/a/b", b"/a/bc", b"/a/bc/y", b"/z"]
+    cache[b"/a/b/again"] = 2  # what comes later is found again
+    cache.pop_below(b"/")
+    assert sorted(cache) == []
+    cache[b"/q/r"] = 3
+    cache.clear()
+    assert cache.children(b"/q") == []
+
+
+def test_the_index_is_rebuilt_and_stays_whole() -> None:
+    cache = TtlCache(100, 10, lambda: 0.0)
+    for i in range(20_000):  # far more sets than keys held: stale index entries pile up
+        cache[b"/d%d/f%d" % (i % 50, i)] = i
+    assert len(cache) == 100
+    assert sum(len(kids) for kids in cache._below.values()) < 2 * 100 + 4096 + 200
+    held = sorted(cache)
+    cache.pop_below(b"/d7")
+    assert sorted(cache) == [k for k in held if not k.startswith(b"/d7/")]

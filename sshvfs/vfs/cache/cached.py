@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from ...errors import fs_error
 from ...tasks import Spawn, spawn_detached
-from ..types import VFS, Attrs, Entry, StatFs, VFSFile, join, split, within
+from ..types import VFS, Attrs, Entry, StatFs, VFSFile, join, split
 from .cachedfile import CachedFile
 from .contents import ContentPrefetcher
 from .lookuplist import LookupLister
@@ -240,10 +240,11 @@ class CachingVFS(SetAttrs):
         self.owned.drop_subtree(root)
         self.contents.copies.drop_subtree(root)
         for cache in (self._attrs, self._neg, self._links, self._dirs, self._made):
-            for key in [k for k in list(cache.keys()) if within(k, root)]:
-                cache.pop(key, None)
-        for key in [k for k in self._gen if within(k, root)]:
-            self._gen[key] += 1
+            cache.pop_below(root)
+            cache.pop(root, None)
+        # fetches in flight below it (keys no cache holds yet): none may land. Every
+        # fetch's, in fact: finding only those would take a look at every counter
+        self._epoch += 1
 
     def invalidate(self, path: bytes | None = None) -> None:
         """Drop everything (``None``) or one subtree, and tell the listeners."""

@@ -131,9 +131,13 @@ class RemoteChanges:
             cache._made.pop(path, None)
             cache._bump(path)
         for store in (cache._attrs, cache._neg, cache._links):
-            for key in [k for k in store if k != b"/" and split(k)[0] in dirs]:
-                store.pop(key, None)
-                cache._bump(key)
+            for path in dirs:
+                for key in store.children(path):
+                    if store.pop(key, _GONE) is not _GONE:
+                        cache._bump(key)
+
+
+_GONE = object()
 
 
 def _differs(old: Entry, new: Entry) -> bool:
