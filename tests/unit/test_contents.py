@@ -486,3 +486,17 @@ def test_a_damaged_archive_is_refused_not_misread() -> None:
     assert parse_archive(bytes(data)) == {b"a": (1, b"x" * 600)}
     with pytest.raises(ValueError):
         parse_archive(_archive({"a": (1, b"x" * 600)})[:1024])  # cut inside the data
+
+
+def test_a_dropped_subtree_takes_its_copies_and_no_others() -> None:
+    from sshvfs.vfs.cache.contents import ContentCache
+
+    cache = ContentCache(1 << 20, 30, lambda: 100.0)
+    names = [b"a/b/c/d", b"a/b/e", b"a/bc/f", b"a/g", b"z"]
+    cache.put_many(b"/r", {name: (1, b"x") for name in names}, since=100.0)
+    cache.drop_subtree(b"/r/a/b")
+    assert sorted(cache._copies) == [b"/r/a/bc/f", b"/r/a/g", b"/r/z"]
+    cache.drop_subtree(b"/r/a/g")  # a file: itself
+    assert sorted(cache._copies) == [b"/r/a/bc/f", b"/r/z"] and cache.bytes == 2
+    cache.drop_subtree(b"/")
+    assert len(cache) == 0 and cache.bytes == 0

@@ -52,7 +52,7 @@ def test_the_index_is_rebuilt_and_stays_whole() -> None:
     for i in range(20_000):  # far more sets than keys held: stale index entries pile up
         cache[b"/d%d/f%d" % (i % 50, i)] = i
     assert len(cache) == 100
-    assert sum(len(kids) for kids in cache._below.values()) < 2 * 100 + 4096 + 200
+    assert sum(len(kids) for kids in cache._paths._below.values()) < 2 * 100 + 4096 + 200
     held = sorted(cache)
     cache.pop_below(b"/d7")
     assert sorted(cache) == [k for k in held if not k.startswith(b"/d7/")]

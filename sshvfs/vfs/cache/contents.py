@@ -30,7 +30,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, cast
 
 from ...tasks import Spawn, spawn_detached
-from ..types import Attrs, VFSFile, join, split, within
+from ..types import Attrs, VFSFile, join, split
+from .ttl import PathIndex
 
 if TYPE_CHECKING:
     from .cached import CachingVFS
@@ -81,6 +82,8 @@ class ContentCache:
         self.ttl = ttl
         self._timer = timer
         self._copies: collections.OrderedDict[bytes, _Copy] = collections.OrderedDict()
+        #: the copies' paths by directory: dropping a subtree looks at that subtree only
+        self._paths = PathIndex()
         self.bytes = 0
         self.hits = 0
         self.fetches = 0
@@ -98,6 +101,7 @@ class ContentCache:
             if len(data) > self.max_bytes:
                 continue
             self._copies[path] = _Copy(mtime_s, data, since)
+            self._paths.note(path, len(self._copies), lambda: list(self._copies))
             self.bytes += len(data)
             self.fetched_files += 1
         while self.bytes > self.max_bytes and self._copies:
@@ -127,11 +131,13 @@ class ContentCache:
             self.bytes -= len(copy.data)
 
     def drop_subtree(self, root: bytes) -> None:
-        for path in [p for p in self._copies if within(p, root)]:
+        for path in self._paths.pop_below(root):
             self.drop(path)
+        self.drop(root)
 
     def clear(self) -> None:
         self._copies.clear()
+        self._paths = PathIndex()
         self.bytes = 0
 
 

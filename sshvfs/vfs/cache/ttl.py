@@ -20,30 +20,29 @@ from typing import Any
 from cachetools import TTLCache
 
 
-class TtlCache(TTLCache[Any, Any]):
-    """A TTLCache that counts capacity evictions, and answers a key it never held without
-    asking the clock (TTLCache's get and pop take a microsecond, hit or miss; a file
-    operation asks several caches about names most of them do not hold)."""
+class PathIndex:
+    """Directory -> the paths right below it that are keys of some store, or directories
+    with keys below them (every directory in here but "/" is in its parent's set). It may
+    name keys the store no longer holds; :meth:`note` rebuilds it from the store's keys
+    once it noted twice as many as the store holds (plus 4,096)."""
 
-    def __init__(self, maxsize: int, ttl: float, timer: Callable[[], float], **kw: Any) -> None:
-        super().__init__(maxsize, ttl, timer, **kw)
-        self.evictions = 0
-        #: TTLCache's own index of its keys (expired ones too), when it has one by that name
-        self._held: Any = getattr(self, "_TTLCache__links", None)
-        #: directory -> the paths right below it that are keys, or directories with keys
-        #: below them (every directory in here but "/" is in its parent's set)
+    def __init__(self) -> None:
         self._below: dict[bytes, set[bytes]] = {}
         self._noted = 0
 
-    def __setitem__(self, key: Any, value: Any) -> None:
-        super().__setitem__(key, value)
-        self._note(key)
+    def note(self, key: bytes, held: int, keys: Callable[[], list[bytes]]) -> None:
+        """``key`` is now a key of the store, which holds ``held`` keys (``keys()``: them
+        all, asked for a rebuild)."""
+        self._add(key)
         self._noted += 1
-        held = self._held
-        if held is not None and self._noted > 2 * len(held) + 4096:
-            self._reindex()
+        if self._noted > 2 * held + 4096:
+            every = keys()
+            self._below = {}
+            for one in every:
+                self._add(one)
+            self._noted = len(every)
 
-    def _note(self, key: bytes) -> None:
+    def _add(self, key: bytes) -> None:
         below = self._below
         while key != b"/":
             parent = key[: key.rfind(b"/")] or b"/"
@@ -54,32 +53,55 @@ class TtlCache(TTLCache[Any, Any]):
             below[parent] = {key}
             key = parent  # a directory new to the index joins its own parent's set
 
-    def _reindex(self) -> None:
-        self._below = {}
-        keys = list(self._held)
-        for key in keys:
-            self._note(key)
-        self._noted = len(keys)
-
-    def pop_below(self, root: bytes) -> None:
-        """Drop every key below ``root`` (not ``root`` itself)."""
+    def pop_below(self, root: bytes) -> list[bytes]:
+        """Every path noted below ``root`` (not ``root``), forgotten here: the store drops
+        those it holds."""
         below = self._below
+        found: list[bytes] = []
         stack = [root]
         while stack:
             kids = below.pop(stack.pop(), None)
             if kids:
-                for key in kids:
-                    self.pop(key, None)
+                found.extend(kids)
                 stack.extend(kids)
+        return found
+
+    def children(self, parent: bytes) -> list[bytes]:
+        return list(self._below.get(parent, ()))
+
+
+class TtlCache(TTLCache[Any, Any]):
+    """A TTLCache that counts capacity evictions, and answers a key it never held without
+    asking the clock (TTLCache's get and pop take a microsecond, hit or miss; a file
+    operation asks several caches about names most of them do not hold)."""
+
+    def __init__(self, maxsize: int, ttl: float, timer: Callable[[], float], **kw: Any) -> None:
+        super().__init__(maxsize, ttl, timer, **kw)
+        self.evictions = 0
+        #: TTLCache's own index of its keys (expired ones too), when it has one by that name
+        self._held: Any = getattr(self, "_TTLCache__links", None)
+        self._paths = PathIndex()
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        held = self._held
+        if held is not None:
+            self._paths.note(key, len(held), lambda: list(held))
+        else:
+            self._paths.note(key, len(self), lambda: list(self.keys()))
+
+    def pop_below(self, root: bytes) -> None:
+        """Drop every key below ``root`` (not ``root`` itself)."""
+        for key in self._paths.pop_below(root):
+            self.pop(key, None)
 
     def children(self, parent: bytes) -> list[bytes]:
         """The keys right below ``parent`` (and maybe a few no longer held)."""
-        return list(self._below.get(parent, ()))
+        return self._paths.children(parent)
 
     def clear(self) -> None:
         super().clear()
-        self._below = {}
-        self._noted = 0
+        self._paths = PathIndex()
 
     def get(self, key: Any, default: Any = None) -> Any:
         held = self._held
