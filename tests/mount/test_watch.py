@@ -15,7 +15,7 @@ import pytest
 
 from ..mounting import mounted
 from ..sshd import Sshd
-from .test_caching import status
+from .test_caching import status, touch_invalidate
 
 pytestmark = pytest.mark.mount
 
@@ -170,6 +170,11 @@ def test_own_changes_are_not_dropped(watched: tuple[str, str, str]) -> None:
     sub = os.path.join(mnt, "sub")
     os.listdir(sub)
     settled(mnt, 2)
+    # the listing must be cached: a first report (the catch-up of the files the fixture
+    # made) that lands while it is fetched keeps it out, and a directory reported changed
+    # without a cached listing to compare loses every name's attributes, ours too
+    touch_invalidate(mnt)
+    os.listdir(sub)
     with open(os.path.join(sub, "mine"), "w") as f:
         f.write("x" * 100)
     os.rename(os.path.join(sub, "mine"), os.path.join(sub, "saved"))
