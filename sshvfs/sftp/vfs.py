@@ -143,9 +143,15 @@ class SftpVFS:
         if wait:
             await self._deadline(self.connected(), b"")
 
+    @property
+    def _disconnected(self) -> bool:
+        """Is a reconnect to be waited for before a request can go?"""
+        return self._session is not None and self._session.state != "connected"
+
     async def connected(self) -> None:
         """Asyncio side: return once connected, waiting for a reconnect up to the deadline."""
-        if self._session is not None and self._session.state != "connected":
+        if self._disconnected:
+            assert self._session is not None
             await self._session.wait(self.timeout)
 
     @property
@@ -213,7 +219,7 @@ class SftpVFS:
 
         async def guarded() -> T:
             for tries in (1, 2):
-                if self._session is not None and self._session.state != "connected":
+                if self._disconnected:  # (no deadline's cost when connected)
                     await self._deadline(self.connected(), path)
                 generation = self.generation
                 try:

@@ -101,7 +101,7 @@ class ContentCache:
             if len(data) > self.max_bytes:
                 continue
             self._copies[path] = _Copy(mtime_s, data, since)
-            self._paths.note(path, len(self._copies), lambda: list(self._copies))
+            self._paths.note(path, self._copies)
             self.bytes += len(data)
             self.fetched_files += 1
         while self.bytes > self.max_bytes and self._copies:

@@ -45,13 +45,7 @@ class SetAttrs:
     async def _changed(self, path: bytes) -> None:
         """After a setattr: fetch the truth once so every cache holds it."""
         self._mark(path)
-        gen = self._generation(path)
-        try:
-            attrs = await self.inner.lstat(path)
-        except OSError:
-            return
-        if gen == self._generation(path):  # not changed, renamed or removed meanwhile
-            self._learn(path, attrs)
+        await self._refetch(path, self._generation(path))
 
     def learn_soon(self, path: bytes) -> None:
         """A file written through the mount was closed: its attributes (dropped by the
@@ -66,6 +60,8 @@ class SetAttrs:
             self._spawn(self._refetch(path, gen), "attributes after a close")
 
     async def _refetch(self, path: bytes, gen: tuple[int, int]) -> None:
+        """Ask the server for ``path``'s attributes; learn them unless the path changed
+        (renamed, removed, changed again) since ``gen``."""
         try:
             attrs = await self.inner.lstat(path)
         except OSError:

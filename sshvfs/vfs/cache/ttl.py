@@ -14,7 +14,7 @@ there are (plus 4,096), so it stays within a small multiple of the cache's own s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from cachetools import TTLCache
@@ -30,13 +30,13 @@ class PathIndex:
         self._below: dict[bytes, set[bytes]] = {}
         self._noted = 0
 
-    def note(self, key: bytes, held: int, keys: Callable[[], list[bytes]]) -> None:
-        """``key`` is now a key of the store, which holds ``held`` keys (``keys()``: them
-        all, asked for a rebuild)."""
+    def note(self, key: bytes, keys: Collection[bytes]) -> None:
+        """``key`` is now one of the store's ``keys`` (all of them: counted each time,
+        listed for a rebuild)."""
         self._add(key)
         self._noted += 1
-        if self._noted > 2 * held + 4096:
-            every = keys()
+        if self._noted > 2 * len(keys) + 4096:
+            every = list(keys)
             self._below = {}
             for one in every:
                 self._add(one)
@@ -84,11 +84,7 @@ class TtlCache(TTLCache[Any, Any]):
 
     def __setitem__(self, key: Any, value: Any) -> None:
         super().__setitem__(key, value)
-        held = self._held
-        if held is not None:
-            self._paths.note(key, len(held), lambda: list(held))
-        else:
-            self._paths.note(key, len(self), lambda: list(self.keys()))
+        self._paths.note(key, self._held if self._held is not None else self)
 
     def pop_below(self, root: bytes) -> None:
         """Drop every key below ``root`` (not ``root`` itself)."""
