@@ -313,6 +313,7 @@ class Mount:
             "exec": lister.available,
             "reason": lister.reason,
             "commands": lister.commands,
+            "shells": lister.shells,
             "prefetches": self.cache.prefetches if self.cache is not None else 0,
             # what decides whether lookups list their directory (a link, cheap exec)
             "exec_latency_ms": round(lister.cost() * 1000, 2),

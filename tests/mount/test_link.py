@@ -42,9 +42,10 @@ def linked(sshd: Sshd, workdir: str) -> Iterator[tuple[Relay, str, str]]:
         relay.stop()
 
 
-def _two_dirs(remote: str, mnt: str) -> list[str]:
+def _two_dirs(relay: Relay, remote: str, mnt: str) -> list[str]:
     """warm/ and src/ with 20 small files each; the mount learns the link's round trip
-    (statting in warm/) and has its remote shell ready. The names."""
+    (statting in warm/) and has its remote shells ready, and nothing it started is still
+    crossing the link (a listing a lookup started, the second shell's start). The names."""
     for d in ("warm", "src"):
         os.makedirs(os.path.join(remote, d))
     names = [f"f{i:02d}" for i in range(20)]
@@ -59,6 +60,11 @@ def _two_dirs(remote: str, mnt: str) -> list[str]:
         os.stat(os.path.join(mnt, "warm", names[n % len(names)]))
         n += 1
         time.sleep(0.05)
+    quiet, last = 0, relay.count()
+    while quiet < 3:  # 3 x 0.1 s (10 round trips) without a byte across the link
+        assert time.monotonic() < deadline, "the link never went quiet"
+        time.sleep(0.1)
+        quiet, last = (quiet + 1, last) if relay.count() == last else (0, relay.count())
     return names
 
 
@@ -66,7 +72,7 @@ def test_lookups_in_an_unlisted_directory_share_one_listing(
     linked: tuple[Relay, str, str],
 ) -> None:
     relay, remote, mnt = linked
-    names = _two_dirs(remote, mnt)
+    names = _two_dirs(relay, remote, mnt)
     before = relay.count()
     for name in names:
         assert os.stat(os.path.join(mnt, "src", name)).st_size == 3
@@ -85,7 +91,7 @@ def test_a_small_file_opened_across_a_link_comes_in_one_round_trip(
     and READ (two), the same bytes; a file changed on the server since the mount learnt
     its attributes is not served from what the command brought unless they match."""
     relay, remote, mnt = linked
-    names = _two_dirs(remote, mnt)
+    names = _two_dirs(relay, remote, mnt)
     for name in names:
         os.stat(os.path.join(mnt, "src", name))  # looked up (with src's listing)
     # the mount takes this way only while a command measures clearly cheaper than two
