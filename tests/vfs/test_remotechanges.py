@@ -104,6 +104,40 @@ async def test_a_listing_change_without_names_is_told_apart_by_a_new_listing(set
     assert backend.calls["lstat"] == before + 1
 
 
+async def test_a_listing_change_with_no_cached_listing_keeps_the_names_it_confirms(
+    setup: Any,
+) -> None:
+    """A poll's "dir" report of a directory whose listing the mount no longer holds: the
+    fresh listing says which cached names changed; the others keep their attributes."""
+    cache, backend, clock, root = setup
+    open(os.path.join(root, "d", "c"), "w").close()
+    for name in (b"a", b"b", b"c"):
+        (await cache.lstat(b"/d/" + name))
+    with pytest.raises(FileNotFoundError):
+        (await cache.lstat(b"/d/late"))
+    assert cache.cached_listing(b"/d") is None
+    with open(os.path.join(root, "d", "b"), "w") as f:
+        f.write("longer")
+    os.unlink(os.path.join(root, "d", "c"))
+    open(os.path.join(root, "d", "late"), "w").close()
+    fresh = await LocalVFS(root).readdir(b"/d")
+    kept = cache.remote.apply([Change(b"/d", "dir")], {b"/d": fresh})
+    assert kept[0] == Change(b"/d", "dir")  # the directory itself, and the kernel's copy
+    assert sorted(kept[1:]) == [
+        Change(b"/d/b", "entry"),
+        Change(b"/d/c", "name"),
+        Change(b"/d/late", "name"),
+    ]
+    before = backend.calls["lstat"]
+    assert (await cache.lstat(b"/d/a")).size == 1  # confirmed: still cached
+    assert backend.calls["lstat"] == before
+    assert (await cache.lstat(b"/d/b")).size == 6
+    assert (await cache.lstat(b"/d/late")).size == 0
+    with pytest.raises(FileNotFoundError):
+        (await cache.lstat(b"/d/c"))
+    assert backend.calls["lstat"] == before + 3
+
+
 async def test_misses_are_asked_unless_the_directory_is_vouched_for(setup: Any) -> None:
     cache, backend, clock, root = setup
     vouched: set[bytes] = set()

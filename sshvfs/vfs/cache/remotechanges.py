@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..types import Change, Entry, join, split
+from ..types import Attrs, Change, Entry, join, split
 
 if TYPE_CHECKING:
     from .cached import CachingVFS
@@ -73,7 +73,8 @@ class RemoteChanges:
         cache = self._cache
         kept: list[Change] = []
         listings: set[bytes] = set()
-        changes = self._names(changes, fresh or {})
+        narrowed: set[bytes] = set()
+        changes = self._names(changes, fresh or {}, narrowed)
         for change in changes:
             path, kind = change
             if kind == "all":
@@ -86,7 +87,10 @@ class RemoteChanges:
             kept.append(change)
             self.applied += 1
             if kind == "dir":
-                listings.add(path)
+                if path in narrowed:
+                    self._dir_itself(path)  # its names: the changes that follow it
+                else:
+                    listings.add(path)
                 continue
             cache._stale(path)
             if kind in ("name", "gone") and path in cache._dirs:
@@ -99,15 +103,24 @@ class RemoteChanges:
             self._listings_changed(listings)
         return kept
 
-    def _names(self, changes: list[Change], fresh: dict[bytes, list[Entry]]) -> list[Change]:
-        """``"dir"`` changes with a fresh listing and a cached one become the changes of
-        the names that differ between them."""
+    def _names(
+        self, changes: list[Change], fresh: dict[bytes, list[Entry]], narrowed: set[bytes]
+    ) -> list[Change]:
+        """``"dir"`` changes with a fresh listing become the changes of the names that
+        differ: from the cached listing, or, with none cached, from the names' cached
+        attributes (the ``"dir"`` change then stays, for the directory itself and the
+        kernel's copy of it, and its path goes into ``narrowed``)."""
         out: list[Change] = []
         for change in changes:
-            entries = fresh.get(change.path)
-            listing = self._cache._dirs.get(change.path) if change.kind == "dir" else None
-            if entries is None or listing is None:
+            entries = fresh.get(change.path) if change.kind == "dir" else None
+            if entries is None:
                 out.append(change)
+                continue
+            listing = self._cache._dirs.get(change.path)
+            if listing is None:
+                out.append(change)
+                narrowed.add(change.path)
+                out.extend(self._against_known(change.path, entries))
                 continue
             before = listing.entries
             now = {e.name: e for e in entries}
@@ -121,15 +134,46 @@ class RemoteChanges:
                     out.append(Change(join(change.path, name), "entry"))
         return out
 
+    def _against_known(self, parent: bytes, entries: list[Entry]) -> list[Change]:
+        """The changes of the names in ``parent`` whose cached attributes, absence or link
+        target a fresh listing contradicts (names the caches know nothing of need none)."""
+        cache = self._cache
+        now = {e.name: e for e in entries}
+        out: list[Change] = []
+        for key in cache._attrs.children(parent):
+            known = cache._attrs.get(key)
+            if known is None:
+                continue
+            entry = now.get(split(key)[1])
+            if entry is None:
+                out.append(Change(key, "name"))
+            elif _attrs_differ(known, entry.attrs):
+                out.append(Change(key, "entry"))
+        for key in cache._neg.children(parent):
+            if split(key)[1] in now and cache._neg.get(key) is not None:
+                out.append(Change(key, "name"))
+        for key in cache._links.children(parent):
+            target = cache._links.get(key)
+            entry = now.get(split(key)[1])
+            if target is not None and (entry is None or entry.target != target):
+                out.append(Change(key, "entry"))
+        return list(dict.fromkeys(out))
+
+    def _dir_itself(self, path: bytes) -> None:
+        """What a directory whose names came or went holds of itself: its attributes (its
+        mtime moved), its listing, what the mount knew it made there."""
+        cache = self._cache
+        cache._dirs.pop(path, None)
+        cache._attrs.pop(path, None)
+        cache._made.pop(path, None)
+        cache._bump(path)
+
     def _listings_changed(self, dirs: set[bytes]) -> None:
         """Names came or went in ``dirs``; which ones, nobody said: everything cached of
         the names in them goes (one pass over the caches for the whole set)."""
         cache = self._cache
         for path in dirs:
-            cache._dirs.pop(path, None)
-            cache._attrs.pop(path, None)
-            cache._made.pop(path, None)
-            cache._bump(path)
+            self._dir_itself(path)
         for store in (cache._attrs, cache._neg, cache._links):
             for path in dirs:
                 for key in store.children(path):
@@ -142,7 +186,10 @@ _GONE = object()
 
 def _differs(old: Entry, new: Entry) -> bool:
     """Did an entry change (its access time aside, which reading moves)?"""
-    a, b = old.attrs, new.attrs
+    return _attrs_differ(old.attrs, new.attrs) or old.target != new.target
+
+
+def _attrs_differ(a: Attrs, b: Attrs) -> bool:
     return (
         a.mode != b.mode
         or a.size != b.size
@@ -150,5 +197,4 @@ def _differs(old: Entry, new: Entry) -> bool:
         or a.uid != b.uid
         or a.gid != b.gid
         or a.nlink != b.nlink
-        or old.target != new.target
     )
