@@ -21,6 +21,7 @@ import asyncssh
 from ..errors import fs_error
 from ..transfers import Direction, Transfer
 from ..transport.connection import SftpAttrs, SftpHandle
+from ..transport.sftppipe import SftpHandle as PipeHandle
 from ..vfs.stream.readahead import ReadAhead
 from ..vfs.stream.writebehind import WriteBehind, retrieve
 from ..vfs.types import Attrs
@@ -413,9 +414,15 @@ class SftpFile:
             # the caches learn what the file is now without an LSTAT after it. Behind
             # every write answered before this close, through any handle (as fstat)
             await self._streaming.order.sent_before()
-            got, closed = await asyncio.gather(
-                self._handle.stat(), self._handle.close(), return_exceptions=True
-            )
+            handle = self._handle
+            got: object
+            closed: object
+            if isinstance(handle, PipeHandle):
+                got, closed = await handle.stat_then_close()
+            else:
+                got, closed = await asyncio.gather(
+                    handle.stat(), handle.close(), return_exceptions=True
+                )
             for result in (got, closed):
                 if isinstance(result, BaseException) and not isinstance(
                     result, (asyncssh.Error, ConnectionError, EOFError)

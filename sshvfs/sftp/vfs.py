@@ -29,6 +29,7 @@ from ..tasks import Spawn, spawn_detached
 from ..transfers import Transfers
 from ..transport.connection import Connection, SftpAttrs, SftpHandle, SftpSession
 from ..transport.session import Session
+from ..transport.sftppipe import SftpClient
 from ..vfs.types import Attrs, Entry, StatFs, VFSFile
 from .file import SftpFile
 from .streaming import Streaming
@@ -344,8 +345,14 @@ class SftpVFS:
 
         async def action() -> tuple[SftpHandle, Attrs | None]:
             attrs = asyncssh.SFTPAttrs(permissions=mode & 0o7777) if create else None
+            sftp = self._sftp
+            # a created file's attributes are asked for in the same round trip: the fstat
+            # that follows every create is then free
+            if create and isinstance(sftp, SftpClient):
+                handle, st = await sftp.open_then_stat(remote, _pflags(flags), attrs, remote)
+                return handle, None if isinstance(st, Exception) else _attrs(st)
             # block_size=0: one READ/WRITE per call; SftpFile does its own pipelining
-            opening = self._sftp.open(
+            opening = sftp.open(
                 remote,
                 _pflags(flags),
                 attrs or asyncssh.SFTPAttrs(),
@@ -354,9 +361,7 @@ class SftpVFS:
             )
             if not create:
                 return await opening, None
-            # a created file's attributes are asked for in the same round trip: the fstat
-            # that follows every create is then free
-            return await _then_attrs(opening, self._sftp.stat(remote))
+            return await _then_attrs(opening, sftp.stat(remote))
 
         async def explain() -> int | None:
             kind = await self._kind(remote)
@@ -432,7 +437,11 @@ class SftpVFS:
             if not stat_after:
                 await self._sftp.posix_rename(src, dst)
                 return None
-            return (await _then_attrs(self._sftp.posix_rename(src, dst), self._sftp.lstat(dst)))[1]
+            sftp = self._sftp
+            if isinstance(sftp, SftpClient):
+                st = await sftp.rename_then_lstat(src, dst)
+                return None if isinstance(st, Exception) else _attrs(st)
+            return (await _then_attrs(sftp.posix_rename(src, dst), sftp.lstat(dst)))[1]
 
         return await self._op(old, action, explain, idempotent=False)
 

@@ -25,7 +25,8 @@ import itertools
 import logging
 import os
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 import asyncssh
 
@@ -47,6 +48,9 @@ from .sftpvalues import (
 )
 
 log = logging.getLogger(__name__)
+
+A = TypeVar("A")
+B = TypeVar("B")
 
 # packet types (draft-ietf-secsh-filexfer-02)
 _INIT, _VERSION, _OPEN, _CLOSE, _READ, _WRITE, _LSTAT, _FSTAT = 1, 2, 3, 4, 5, 6, 7, 8
@@ -333,18 +337,73 @@ class SftpClient:
         return asyncssh.SFTPBadMessage(f"unexpected reply type {kind}")
 
     async def _status(self, kind: int, payload: bytes) -> None:
-        kind, packet = await self._request(kind, payload)
+        self._ok(*await self._request(kind, payload))
+
+    async def _attrs(self, kind: int, payload: bytes) -> RemoteAttrs:
+        return self._attrs_of(*await self._request(kind, payload))
+
+    def _ok(self, kind: int, packet: bytes) -> None:
         if kind != _STATUS or _U32.unpack_from(packet, 5)[0] != _FX_OK:
             raise self._unexpected(kind, packet)
 
-    async def _attrs(self, kind: int, payload: bytes) -> RemoteAttrs:
-        kind, packet = await self._request(kind, payload)
+    def _attrs_of(self, kind: int, packet: bytes) -> RemoteAttrs:
         if kind != _ATTRS:
             raise self._unexpected(kind, packet)
         try:
             return _decode_attrs(packet, 5)[0]
         except struct.error as exc:
             raise asyncssh.SFTPBadMessage("truncated attributes") from exc
+
+    def _handle_of(self, kind: int, packet: bytes) -> SftpHandle:
+        if kind != _HANDLE:
+            raise self._unexpected(kind, packet)
+        return SftpHandle(self, _get_string(packet, 5)[0])
+
+    async def _pair(
+        self,
+        first: tuple[int, bytes, Callable[[int, bytes], A]],
+        second: tuple[int, bytes, Callable[[int, bytes], B]],
+    ) -> tuple[A, B | Exception]:
+        """Two requests in one write (one wake-up of ssh, and the second never waits for
+        the first to have left), answered in this order in one round trip: the first's
+        answer (its error raised) and the second's (its error returned). No tasks: the
+        replies are awaited in the order they come."""
+        loop = asyncio.get_running_loop()
+        idents = [self._take_id(), self._take_id()]
+        packets = []
+        for ident, (kind, payload, _) in zip(idents, (first, second), strict=True):
+            if self._debug:
+                log.debug("> id %d: type %d %r", ident, kind, payload[:80])
+            packets.append(_HEADER.pack(5 + len(payload), kind, ident) + payload)
+        self._send(b"".join(packets))
+        futures = [loop.create_future(), loop.create_future()]
+        self._pending[idents[0]], self._pending[idents[1]] = futures
+        try:
+            got = first[2](*await futures[0])
+        except BaseException:
+            futures[1].add_done_callback(_retrieved)
+            raise
+        try:
+            return got, second[2](*await futures[1])
+        except (asyncssh.Error, ConnectionError, EOFError, struct.error) as exc:
+            return got, exc
+
+    async def open_then_stat(
+        self, path: bytes, pflags: int, attrs: AttrsIn | None, stat_path: bytes
+    ) -> tuple[SftpHandle, RemoteAttrs | Exception]:
+        """:meth:`open`, and STAT of ``stat_path`` right behind it (see :meth:`_pair`)."""
+        opening = _string(path) + _U32.pack(pflags) + _encode_attrs(attrs)
+        return await self._pair(
+            (_OPEN, opening, self._handle_of), (_STAT, _string(stat_path), self._attrs_of)
+        )
+
+    async def rename_then_lstat(self, old: bytes, new: bytes) -> RemoteAttrs | Exception:
+        """:meth:`posix_rename`, and LSTAT of ``new`` right behind it (see :meth:`_pair`)."""
+        name = b"posix-rename@openssh.com"
+        self._supports(name)
+        renaming = _string(name) + _string(old) + _string(new)
+        lstat = (_LSTAT, _string(new), self._attrs_of)
+        return (await self._pair((_EXTENDED, renaming, self._ok), lstat))[1]
 
     async def _names(self, kind: int, payload: bytes) -> list[RemoteName]:
         kind, packet = await self._request(kind, payload)
@@ -430,12 +489,9 @@ class SftpClient:
         block_size: int = 0,
     ) -> SftpHandle:
         """``encoding`` and ``block_size`` as asyncssh's: bytes, one request per call."""
-        kind, packet = await self._request(
-            _OPEN, _string(path) + _U32.pack(pflags) + _encode_attrs(attrs)
+        return self._handle_of(
+            *await self._request(_OPEN, _string(path) + _U32.pack(pflags) + _encode_attrs(attrs))
         )
-        if kind != _HANDLE:
-            raise self._unexpected(kind, packet)
-        return SftpHandle(self, _get_string(packet, 5)[0])
 
     async def mkdir(self, path: bytes, attrs: AttrsIn | None = None) -> None:
         await self._status(_MKDIR, _string(path) + _encode_attrs(attrs))
@@ -522,6 +578,17 @@ class SftpHandle:
     async def close(self) -> None:
         await self._client._status(_CLOSE, self._string)
 
+    async def stat_then_close(self) -> tuple[RemoteAttrs | Exception, Exception | None]:
+        """FSTAT, and CLOSE right behind it (see :meth:`SftpClient._pair`): each one's
+        answer or error."""
+        client = self._client
+        try:
+            fstat = (_FSTAT, self._string, _either(client._attrs_of))
+            got, closed = await client._pair(fstat, (_CLOSE, self._string, client._ok))
+        except (asyncssh.Error, ConnectionError, EOFError) as exc:  # the session, not FSTAT
+            return exc, exc
+        return got, closed
+
 
 async def start_client(
     proc_stdin: int, proc_stdout: int, server_version: str
@@ -545,3 +612,21 @@ async def start_client(
         source.close()  # a no-op once the transport closed it
         raise
     return client, client.ended
+
+
+def _retrieved(future: asyncio.Future[tuple[int, bytes]]) -> None:
+    """Take a reply nobody waits for any more (a lost session's error is not logged)."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _either(decode: Callable[[int, bytes], A]) -> Callable[[int, bytes], A | Exception]:
+    """``decode``, its SFTP error returned instead of raised."""
+
+    def decoded(kind: int, packet: bytes) -> A | Exception:
+        try:
+            return decode(kind, packet)
+        except asyncssh.Error as exc:
+            return exc
+
+    return decoded

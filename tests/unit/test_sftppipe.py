@@ -169,6 +169,54 @@ async def test_an_open_given_up_on_is_closed_when_its_answer_comes(session: Sess
     assert session.open_fds() == before
 
 
+def _count_writes(c: SftpClient) -> list[bytes]:
+    """What the client hands its pipe, write by write (it still goes to the server)."""
+    sender = c._write
+    assert sender is not None
+    writes: list[bytes] = []
+    write = sender.write
+
+    def counted(data: bytes) -> None:
+        writes.append(data)
+        write(data)
+
+    sender.write = counted  # type: ignore[method-assign]
+    return writes
+
+
+async def test_request_pairs_leave_in_one_write_and_answer_in_order(session: Session) -> None:
+    c = session.client
+    writes = _count_writes(c)
+    h, st = await c.open_then_stat(session.path("f"), WRITE | CREAT, None, session.path("f"))
+    assert len(writes) == 1
+    assert not isinstance(st, Exception) and stat.S_ISREG(st.permissions or 0)
+    await h.write(b"four", 0)
+    got, closed = await h.stat_then_close()
+    assert closed is None and not isinstance(got, Exception) and got.size == 4
+    with pytest.raises(asyncssh.SFTPError):  # closed: the handle is gone
+        await h.close()
+    st = await c.rename_then_lstat(session.path("f"), session.path("g"))
+    assert not isinstance(st, Exception) and st.size == 4
+    assert len(writes) == 5  # the pairs went as one write each
+    assert (session.root / "g").read_bytes() == b"four"
+
+
+async def test_a_pair_s_first_error_is_raised_and_its_second_taken(session: Session) -> None:
+    c = session.client
+    (session.root / "f").write_bytes(b"x")
+    # the second fails: the first's answer stands
+    h, st = await c.open_then_stat(session.path("n"), WRITE | CREAT, None, session.path("none"))
+    assert isinstance(st, asyncssh.SFTPNoSuchFile)
+    await h.close()
+    # the first fails: raised, and the second's answer is not taken for another request's
+    with pytest.raises(asyncssh.SFTPNoSuchFile):
+        await c.rename_then_lstat(session.path("missing"), session.path("m"))
+    with pytest.raises(asyncssh.SFTPNoSuchFile):
+        await c.open_then_stat(session.path("no/f"), WRITE | CREAT, None, session.path("f"))
+    assert (await c.lstat(session.path("f"))).size == 1
+    assert (await c.lstat(session.path("n"))).size == 0
+
+
 async def test_the_end_of_the_session_fails_what_waits_and_what_comes(session: Session) -> None:
     c = session.client
     h = await c.open(session.path("f"), WRITE | CREAT)
