@@ -29,6 +29,12 @@ def test_answers_as_ttlcache_does() -> None:
     assert cache.get(b"a") is None and cache.pop(b"a", "gone") == "gone"
     cache[b"b"], cache[b"c"], cache[b"d"] = 2, 3, 4
     assert cache.evictions == 1 and cache.get(b"b") is None and cache.get(b"d") == 4
+    # a hit counts as a use: the least recently used goes first, as in TTLCache
+    cache[b"e"] = 5
+    assert cache.get(b"d") == 4
+    cache[b"f"] = 6
+    assert cache.get(b"e") is None and cache.get(b"d") == 4 and cache.get(b"f") == 6
+    assert cache._values is not None  # the hit path is the fast one with this cachetools
 
 
 def test_drops_what_is_below_a_directory_and_nothing_else() -> None:

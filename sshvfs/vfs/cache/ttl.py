@@ -80,6 +80,10 @@ class TtlCache(TTLCache[Any, Any]):
         self.evictions = 0
         #: TTLCache's own index of its keys (expired ones too), when it has one by that name
         self._held: Any = getattr(self, "_TTLCache__links", None)
+        #: its values by key, and the clock unwrapped: a hit needs neither its timer's
+        #: context manager nor three lookups (cachetools' get costs 1.5 us a hit)
+        self._values: dict[Any, Any] | None = getattr(self, "_Cache__data", None)
+        self._clock = timer
         self._paths = PathIndex()
 
     def __setitem__(self, key: Any, value: Any) -> None:
@@ -101,9 +105,15 @@ class TtlCache(TTLCache[Any, Any]):
 
     def get(self, key: Any, default: Any = None) -> Any:
         held = self._held
-        if held is not None and key not in held:
+        if held is None or self._values is None:
+            return super().get(key, default)
+        link = held.get(key)
+        if link is None:
             return default
-        return super().get(key, default)
+        if not self._clock() < link.expires:
+            return default  # expired: TTLCache drops it at its next expire()
+        held.move_to_end(key)  # the least recently used is evicted first
+        return self._values[key]
 
     def pop(self, key: Any, *default: Any) -> Any:
         held = self._held
