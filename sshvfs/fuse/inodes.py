@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import time
+from collections.abc import Callable
 
 import pyfuse3
 
@@ -28,6 +30,8 @@ ROOT_INODE = int(pyfuse3.ROOT_INODE)
 FIRST_DYNAMIC_INODE = 100
 #: shown st_ino of a node whose own id a server file already shows: its id plus this
 _SPARE_INOS = 1 << 62
+#: names the kernel may hold as missing at once (see Misses)
+MAX_MISSES = 100_000
 
 
 class Node:
@@ -65,6 +69,62 @@ class Node:
         return b"/" + b"/".join(reversed(parts))
 
 
+class Misses:
+    """Names the kernel was told are missing (negative entries, kept for ``entry_timeout``):
+    what must be expired with them when the server's side changes. At most ``limit``; a
+    miss past that is answered without caching (ENOENT)."""
+
+    def __init__(self, limit: int = MAX_MISSES, timer: Callable[[], float] = time.monotonic):
+        self._by_dir: dict[int, dict[bytes, float]] = {}
+        self._count = 0
+        self._limit = limit
+        self._timer = timer
+
+    def __len__(self) -> int:
+        return self._count
+
+    def note(self, parent: int, name: bytes, timeout: float) -> bool:
+        """The kernel is told ``parent/name`` is missing for ``timeout`` s; False (tell it
+        nothing) when as many are held as allowed, expired ones dropped."""
+        now = self._timer()
+        if self._count >= self._limit:
+            self._expire(now)
+            if self._count >= self._limit:
+                return False
+        names = self._by_dir.setdefault(parent, {})
+        if name not in names:
+            self._count += 1
+        names[name] = now + timeout
+        return True
+
+    def take(self, parent: int, name: bytes) -> bool:
+        """Forget ``parent/name``; True if the kernel may still hold it as missing."""
+        names = self._by_dir.get(parent)
+        if names is None or names.pop(name, None) is None:
+            return False
+        self._count -= 1
+        if not names:
+            del self._by_dir[parent]
+        return True
+
+    def take_dir(self, parent: int) -> list[bytes]:
+        """Forget the names missing in ``parent``; those the kernel may still hold."""
+        names = self._by_dir.pop(parent, None)
+        if not names:
+            return []
+        self._count -= len(names)
+        return list(names)
+
+    def _expire(self, now: float) -> None:
+        for parent in list(self._by_dir):
+            names = self._by_dir[parent]
+            for name in [n for n, until in names.items() if until <= now]:
+                del names[name]
+                self._count -= 1
+            if not names:
+                del self._by_dir[parent]
+
+
 class InodeTable:
     def __init__(self) -> None:
         self.root = Node(ROOT_INODE, None, b"")
@@ -74,6 +134,7 @@ class InodeTable:
         self.root.shown = ROOT_INODE
         #: shown st_ino -> the live node showing it
         self._showing: dict[int, Node] = {ROOT_INODE: self.root}
+        self.misses = Misses()
 
     def __len__(self) -> int:
         return len(self._by_ino)
@@ -153,9 +214,11 @@ class InodeTable:
         return node
 
     def lookup(self, parent_ino: int, name: bytes) -> Node:
-        """Like ``ensure`` and count one kernel lookup."""
+        """Like ``ensure`` and count one kernel lookup (the name is no longer missing)."""
         node = self.ensure(parent_ino, name)
         node.lookups += 1
+        if self.misses._count:
+            self.misses.take(parent_ino, name)
         return node
 
     def lookup_in(self, parent: Node, name: bytes) -> Node:
@@ -199,6 +262,7 @@ class InodeTable:
         dst_dir = self.get(new_parent)
         node = src_dir.children.pop(old_name, None)
         replaced = dst_dir.children.pop(new_name, None)
+        self.misses.take(new_parent, new_name)
         if node is not None:
             node.parent = dst_dir
             node.name = new_name
@@ -212,6 +276,7 @@ class InodeTable:
             node.ino != ROOT_INODE and node.lookups == 0 and node.opens == 0 and not node.children
         ):
             self._by_ino.pop(node.ino, None)
+            self.misses.take_dir(node.ino)  # the kernel's dentries below it went with it
             if node.shown and self._showing.get(node.shown) is node:
                 del self._showing[node.shown]
             parent = node.parent

@@ -72,16 +72,26 @@ def change_targets(
     None when everything must go (a ``"all"`` change)."""
     pairs: dict[tuple[int, bytes], None] = {}
     inos: dict[int, None] = {}
+    misses = inodes.misses
     for path, kind in changes:
         if kind == "all":
             return None
+        if misses and path != b"/":
+            # a name the kernel holds as missing (it may exist now)
+            parent_path, name = split(path)
+            parent = inodes.find(parent_path)
+            if parent is not None and misses.take(parent.ino, name):
+                pairs[(parent.ino, name)] = None
         node = inodes.find(path)
         if node is not None:
             node.stamp = None  # the page cache is no longer trusted
             inos[node.ino] = None
         if kind == "dir" and node is not None:
-            # names came or went, which ones unknown: every name the kernel holds there
+            # names came or went, which ones unknown: every name the kernel holds there,
+            # missing ones too
             for name in node.children:
+                pairs[(node.ino, name)] = None
+            for name in misses.take_dir(node.ino):
                 pairs[(node.ino, name)] = None
         elif kind in ("name", "gone") and path != b"/":
             parent_path, name = split(path)

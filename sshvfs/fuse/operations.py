@@ -124,6 +124,9 @@ class Operations(pyfuse3.Operations):
         for n in nodes:
             n.stamp = None  # the page cache is no longer trusted
         pairs = [(n.parent.ino, n.name) for n in nodes if n.parent is not None]
+        misses = self.inodes.misses
+        if misses:
+            pairs += [(n.ino, name) for n in nodes for name in misses.take_dir(n.ino)]
         return pairs, [n.ino for n in nodes]
 
     async def drop_kernel_cache(self, path: bytes | None) -> None:
@@ -218,7 +221,21 @@ class Operations(pyfuse3.Operations):
             parent = node.parent or node
             parent.lookups += 1
             return self.entry(parent.ino, await self.vfs.lstat(parent.path()))
-        return await self._new_entry(parent_inode, name, self._child_path(parent_inode, name))
+        path = self._child_path(parent_inode, name)
+        try:
+            return await self._new_entry(parent_inode, name, path)
+        except FileNotFoundError:
+            # the kernel keeps a miss the caches vouch for (a compiler's include search, an
+            # editor's swap file, asked again), no longer than they would (or than names)
+            # and dropped with theirs (see sshvfs.fuse.notify)
+            missing_for = getattr(self.vfs, "missing_for", None)
+            timeout = min(self.timeouts.entry, missing_for(path) if missing_for else 0.0)
+            if timeout > 0 and self.inodes.misses.note(parent_inode, name, timeout):
+                missing = pyfuse3.EntryAttributes()
+                missing.st_ino = pyfuse3.InodeT(0)
+                missing.entry_timeout = timeout
+                return missing
+            raise
 
     @guard
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:

@@ -63,6 +63,36 @@ def test_warm_listing_stays_in_the_kernel(module_mount: tuple[str, MountProcess]
     assert "from-server" in os.listdir(mnt)
 
 
+def test_a_missing_name_stays_in_the_kernel_until_dropped(
+    module_mount: tuple[str, MountProcess],
+) -> None:
+    """A lookup of a missing name the caches vouch for is kept by the kernel (a negative
+    entry): asked again, it never reaches the daemon; created through the mount it shows at
+    once; created on the server it shows after an invalidation (as every cached name)."""
+    remote, mnt = fresh(module_mount)
+    root = module_mount[1].mountpoint
+    open(os.path.join(remote, "there"), "w").close()
+    touch_invalidate(root)
+    for name in ("nope", "later", "mine"):
+        assert not os.path.exists(os.path.join(mnt, name))
+    before = asked(root)
+    for _ in range(5):
+        for name in ("nope", "later", "mine"):
+            assert not os.path.exists(os.path.join(mnt, name))
+    assert asked(root) == before  # fifteen misses, not one request to the daemon
+    with open(os.path.join(mnt, "mine"), "w") as f:
+        f.write("made here")
+    assert os.stat(os.path.join(mnt, "mine")).st_size == 9
+    os.rename(os.path.join(mnt, "mine"), os.path.join(mnt, "later"))
+    assert os.stat(os.path.join(mnt, "later")).st_size == 9
+    assert not os.path.exists(os.path.join(mnt, "mine"))
+    open(os.path.join(remote, "nope"), "w").close()
+    assert not os.path.exists(os.path.join(mnt, "nope"))  # the caches' promise, no watcher
+    touch_invalidate(root)
+    assert os.path.exists(os.path.join(mnt, "nope"))
+    assert json.loads(open(os.path.join(root, ".sshvfs", "status")).read())  # still serving
+
+
 def test_concurrent_readers_get_whole_listings(module_mount: tuple[str, MountProcess]) -> None:
     remote, mnt = fresh(module_mount)
     names = {f"entry-with-a-longish-name-{i:05}" for i in range(4000)}

@@ -15,7 +15,7 @@ import pytest
 
 from ..mounting import mounted
 from ..sshd import Sshd
-from .test_caching import status, touch_invalidate
+from .test_caching import cache_counts, status, touch_invalidate
 
 pytestmark = pytest.mark.mount
 
@@ -134,6 +134,11 @@ def test_created_modified_removed_on_the_server_show(watched: tuple[str, str, st
     assert watch["changes"] and int(watch["changes"]) > 0  # type: ignore[call-overload]
 
 
+def _asked(mnt: str) -> int:
+    counts = cache_counts(mnt)
+    return counts["hits"] + counts["misses"]
+
+
 def _read(path: str) -> str:
     with open(path) as f:
         return f.read()
@@ -161,6 +166,35 @@ def test_a_name_created_on_the_server_is_found_at_once(watched: tuple[str, str, 
             except FileNotFoundError:
                 if time.monotonic() > deadline:
                     raise
+
+
+def test_a_name_missing_in_the_kernel_shows_once_made_on_the_server(
+    watched: tuple[str, str, str],
+) -> None:
+    """Misses the kernel keeps (a watch vouches for the directory) go when the watcher
+    reports the name, or its directory, changed."""
+    mode, remote, mnt = watched
+    sub, rsub = os.path.join(mnt, "sub"), os.path.join(remote, "sub")
+    os.listdir(sub)
+    settled(mnt, 2)
+    names = [f"absent{i}" for i in range(5)]
+    for name in names:
+        assert not os.path.exists(os.path.join(sub, name))
+    before = _asked(mnt)
+    for name in names:
+        assert not os.path.exists(os.path.join(sub, name))
+    if mode == "inotify":  # vouched for: the kernel answered alone
+        assert _asked(mnt) == before
+    for name in names:
+        with open(os.path.join(rsub, name), "w") as f:
+            f.write(name)
+    for name in names:
+        wait_for(
+            lambda n=name: os.path.exists(os.path.join(sub, n)),  # type: ignore[misc]
+            bound(mode),
+            f"{name} made on the server",
+        )
+        assert _read(os.path.join(sub, name)) == name
 
 
 def test_own_changes_are_not_dropped(watched: tuple[str, str, str]) -> None:

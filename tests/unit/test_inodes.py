@@ -1,9 +1,10 @@
-"""The st_ino stat() shows (InodeTable.show): the server's inode number where known, fixed
-for a node's life, and never shown by two live nodes at once."""
+"""The inode table: the st_ino stat() shows (InodeTable.show), the server's inode number
+where known, fixed for a node's life, and never shown by two live nodes at once; the names
+the kernel holds as missing (Misses)."""
 
 from __future__ import annotations
 
-from sshvfs.fuse.inodes import FIRST_DYNAMIC_INODE, ROOT_INODE, InodeTable
+from sshvfs.fuse.inodes import FIRST_DYNAMIC_INODE, ROOT_INODE, InodeTable, Misses
 
 
 def test_a_node_shows_the_server_s_number_and_keeps_it() -> None:
@@ -62,3 +63,31 @@ def test_a_renamed_node_keeps_its_number() -> None:
     table.show(a, 31_337)
     table.rename(ROOT_INODE, b"a", ROOT_INODE, b"z")
     assert table.shown_ino(a.ino, 0) == 31_337
+
+
+def test_misses_the_kernel_holds_are_bounded_and_taken_back() -> None:
+    now = [0.0]
+    misses = Misses(limit=3, timer=lambda: now[0])
+    assert misses.note(5, b"a", 10) and misses.note(5, b"b", 1) and misses.note(6, b"c", 10)
+    assert not misses.note(7, b"d", 10)  # full, nothing expired: the kernel is told nothing
+    now[0] = 2.0
+    assert misses.note(7, b"d", 10)  # b expired and went
+    assert len(misses) == 3
+    assert misses.take(5, b"a") and not misses.take(5, b"a") and not misses.take(5, b"b")
+    assert misses.take_dir(6) == [b"c"] and misses.take_dir(6) == []
+    assert len(misses) == 1
+
+
+def test_a_name_looked_up_or_renamed_onto_is_no_longer_missing() -> None:
+    table = InodeTable()
+    table.misses.note(ROOT_INODE, b"x", 30)
+    table.misses.note(ROOT_INODE, b"y", 30)
+    table.lookup(ROOT_INODE, b"x")
+    assert not table.misses.take(ROOT_INODE, b"x")
+    table.lookup(ROOT_INODE, b"z")
+    table.rename(ROOT_INODE, b"z", ROOT_INODE, b"y")
+    assert not table.misses.take(ROOT_INODE, b"y")
+    d = table.lookup(ROOT_INODE, b"d")
+    table.misses.note(d.ino, b"gone", 30)
+    table.forget(d.ino, 1)  # the kernel forgot the directory: its dentries went with it
+    assert len(table.misses) == 0

@@ -557,6 +557,26 @@ async def test_a_lookup_walk_lists_its_directory_but_not_for_missing_names(setup
     assert backend.calls["lstat"] == before + 2
 
 
+async def test_a_miss_is_vouched_for_as_long_as_what_answers_it(setup: Any) -> None:
+    """missing_for: the time left of the entry that answers a lookup "missing" (what the
+    kernel may keep the miss for): a negative entry, a listing, a directory made here."""
+    cache, backend, clock, root = setup
+    touch(root, "d/a")
+    assert cache.missing_for(b"/d/a") == 0.0
+    with pytest.raises(FileNotFoundError):
+        await cache.lstat(b"/d/none")
+    clock.now += 10
+    assert cache.missing_for(b"/d/none") == pytest.approx(20)  # negative entry, 30 s TTL
+    await cache.readdir(b"/d")
+    clock.now += 5
+    assert cache.missing_for(b"/d/other") == pytest.approx(25)  # the listing's time left
+    assert cache.missing_for(b"/d/a") == 0.0
+    await cache.mkdir(b"/m")
+    assert 0 < cache.missing_for(b"/m/x") <= MADE_WINDOW  # made here: a short window
+    clock.now += MADE_WINDOW + 1
+    assert cache.missing_for(b"/m/x") == 0.0
+
+
 class Stalled(LocalVFS):
     """A tree listing that hands out nothing until told to end."""
 

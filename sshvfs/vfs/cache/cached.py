@@ -291,6 +291,21 @@ class CachingVFS(SetAttrs):
                 self._linked.clear()
             self._linked.add(path)
 
+    def missing_for(self, path: bytes) -> float:
+        """For how long a lookup of ``path`` is answered "missing" from the caches (the
+        answering entry's time left, in :meth:`_cached_attrs`'s order); 0.0: it is not."""
+        if self._cached_attrs(path) is not _MISSING:
+            return 0.0
+        parent, name = split(path)
+        listing = self._dirs.get(parent)
+        if listing is not None and name not in listing.dirty and name not in listing.entries:
+            if listing.vouches and (self.vouch is None or self.vouch(parent, listing.asked)):
+                return self._dirs.expires_in(parent)
+        missing = self._neg.get(path)
+        if missing is not None and (self.vouch is None or self.vouch(parent, missing)):
+            return self._neg.expires_in(path)
+        return self._made.expires_in(parent)
+
     def _cached_attrs(self, path: bytes) -> Attrs | None | object:
         if path in self._linked:
             return None

@@ -115,6 +115,11 @@ class TtlCache(TTLCache[Any, Any]):
         held.move_to_end(key)  # the least recently used is evicted first
         return self._values[key]
 
+    def expires_in(self, key: Any) -> float:
+        """Seconds ``key`` has left (0.0 if not held, or without TTLCache's index)."""
+        link = self._held.get(key) if self._held is not None else None
+        return 0.0 if link is None else max(0.0, link.expires - self._clock())
+
     def pop(self, key: Any, *default: Any) -> Any:
         held = self._held
         if held is not None and default and key not in held:
