@@ -294,6 +294,8 @@ class Mount:
             "cache": self.cache.counts() if self.cache is not None else None,
             # files and directories the kernel holds (lookups not yet forgotten)
             "inodes": len(self._ops.inodes) if self._ops is not None else 0,
+            # names the kernel may hold as missing (negative entries it was handed)
+            "kernel_misses": len(self._ops.inodes.misses) if self._ops is not None else 0,
             "transfers": self.transfers.snapshot() if self.transfers is not None else [],
             "listing": self._listing_status(),
             "watch": (
