@@ -14,6 +14,8 @@ The data is a small source repository on the server: 4 KiB text files, 10 to a d
   be sure; sshvfs shows the server's where a listing told them.
 - ``grep-r``: ``grep -r`` over the repository on a fresh mount.
 - ``cp-r-out``: ``cp -r`` of the repository out of a fresh mount.
+- ``include-search``: a compiler's include search on a warm mount: stat of 20 header names
+  missing from each of 10 include directories, 5 times over, per stat in microseconds.
 
 Goals are loopback's of the everyday-latency work; ``--rtt`` shows the WAN figures.
 """
@@ -112,6 +114,23 @@ def save_run(ctx: Context, t: Target) -> Measured:
     return Measured(p50, p99, len(names))
 
 
+def include_search_run(ctx: Context, t: Target) -> Measured:
+    samples = []
+    dirs = [t.path(f"{REPO}/pkg{d:03d}") for d in range(min(_dirs(ctx), 10))]
+    headers = [f"missing{i:02d}.h" for i in range(20)]
+    for _ in range(5):
+        for header in headers:
+            for d in dirs:
+                path = os.path.join(d, header)
+                t0 = time.perf_counter()
+                found = os.path.exists(path)
+                samples.append((time.perf_counter() - t0) * 1e6)
+                if found:
+                    raise RuntimeError(f"{path} exists")
+    p50, p99 = percentiles(samples)
+    return Measured(p50, p99, len(samples))
+
+
 def git_index_on_server(ctx: Context) -> None:
     """The index as the server's git leaves it (the other tool's run rewrote it)."""
     ctx.sh(f"git -c safe.directory='*' -C {ctx.data / REPO} update-index -q --refresh")
@@ -181,5 +200,15 @@ register(
         run=cp_run,
         cleanup=cp_cleanup,
         goal=2.0,
+    )
+)
+register(
+    Scenario(
+        name="include-search",
+        measures="stat of 20 names missing from 10 directories, 5 times, warm; per stat",
+        setup=repo_setup,
+        run=include_search_run,
+        cold=False,
+        unit="us",
     )
 )
