@@ -293,20 +293,17 @@ class CachingVFS(SetAttrs):
 
     def missing_for(self, path: bytes) -> float:
         """For how long a lookup of ``path`` is answered "missing" from the caches (the
-        answering entry's time left, in :meth:`_cached_attrs`'s order); 0.0: it is not."""
-        if self._cached_attrs(path) is not _MISSING:
+        answering entry's time left); 0.0: it is not."""
+        why: list[tuple[TtlCache, bytes]] = []
+        if self._cached_attrs(path, why) is not _MISSING:
             return 0.0
-        parent, name = split(path)
-        listing = self._dirs.get(parent)
-        if listing is not None and name not in listing.dirty and name not in listing.entries:
-            if listing.vouches and (self.vouch is None or self.vouch(parent, listing.asked)):
-                return self._dirs.expires_in(parent)
-        missing = self._neg.get(path)
-        if missing is not None and (self.vouch is None or self.vouch(parent, missing)):
-            return self._neg.expires_in(path)
-        return self._made.expires_in(parent)
+        store, key = why[0]
+        return store.expires_in(key)
 
-    def _cached_attrs(self, path: bytes) -> Attrs | None | object:
+    def _cached_attrs(
+        self, path: bytes, why: list[tuple[TtlCache, bytes]] | None = None
+    ) -> Attrs | None | object:
+        """Attributes, _MISSING or None (ask); ``why`` gets what answered _MISSING."""
         if path in self._linked:
             return None
         parent = name = b""
@@ -319,16 +316,22 @@ class CachingVFS(SetAttrs):
                 if entry is not None:
                     return entry.attrs
                 if listing.vouches and (self.vouch is None or self.vouch(parent, listing.asked)):
+                    if why is not None:
+                        why.append((self._dirs, parent))
                     return _MISSING
         attrs: Attrs | None = self._attrs.get(path)
         if attrs is not None:
             return attrs
         missing: float | None = self._neg.get(path)
         if missing is not None and (self.vouch is None or self.vouch(parent, missing)):
+            if why is not None:
+                why.append((self._neg, path))
             return _MISSING
         if parent:
             made = self._made.get(parent)
             if made is not None and name not in made:
+                if why is not None:
+                    why.append((self._made, parent))
                 return _MISSING  # in a directory we made, and not made there since
         return None
 
