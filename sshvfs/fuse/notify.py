@@ -76,12 +76,6 @@ def change_targets(
     for path, kind in changes:
         if kind == "all":
             return None
-        if misses and path != b"/":
-            # a name the kernel holds as missing (it may exist now)
-            parent_path, name = split(path)
-            parent = inodes.find(parent_path)
-            if parent is not None and misses.take(parent.ino, name):
-                pairs[(parent.ino, name)] = None
         node = inodes.find(path)
         if node is not None:
             node.stamp = None  # the page cache is no longer trusted
@@ -93,10 +87,16 @@ def change_targets(
                 pairs[(node.ino, name)] = None
             for name in misses.take_dir(node.ino):
                 pairs[(node.ino, name)] = None
-        elif kind in ("name", "gone") and path != b"/":
-            parent_path, name = split(path)
-            parent = inodes.find(parent_path)
-            if parent is not None:
-                pairs[(parent.ino, name)] = None
-                inos[parent.ino] = None
+        renamed = kind in ("name", "gone")
+        if path == b"/" or not (renamed or misses):
+            continue
+        parent_path, name = split(path)
+        parent = inodes.find(parent_path)
+        if parent is None:
+            continue
+        # the name itself: came or went, or the kernel holds it as missing (it may exist now)
+        if misses.take(parent.ino, name) or renamed:
+            pairs[(parent.ino, name)] = None
+        if renamed:
+            inos[parent.ino] = None
     return list(pairs), list(inos)
