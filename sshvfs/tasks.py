@@ -85,3 +85,10 @@ _DETACHED = Tasks()
 def spawn_detached(coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
     """The ``spawn`` of a component no mount handed one."""
     return _DETACHED.spawn(coro, name)
+
+
+def retrieve(future: asyncio.Future[Any]) -> None:
+    """A done callback that marks a future's error as seen (no "never retrieved" warning)
+    when whoever cares has it already, or nobody waits for it any more."""
+    if not future.cancelled():
+        future.exception()

@@ -24,6 +24,7 @@ from typing import Any, cast
 
 import asyncssh
 
+from ..tasks import retrieve
 from ..transport.connection import SftpAttrs, SftpName, SftpSession
 from ..vfs.types import Entry, listing_progress, tree_progress
 from .archive import (
@@ -215,7 +216,7 @@ class ExecLister:
                 gate: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
                 shell_task = asyncio.ensure_future(self._open_shell(gate))
                 # whatever happens, the task's outcome is retrieved (no asyncio warning)
-                shell_task.add_done_callback(lambda t: t.cancelled() or t.exception())
+                shell_task.add_done_callback(retrieve)
                 try:
                     failure = await self._one_shot_probe()
                 except BaseException:  # cancelled: the shell task closes its shell
@@ -233,7 +234,7 @@ class ExecLister:
             self._release(shell)
             if self._warm > 1:
                 self._warming = asyncio.ensure_future(self._warm_up())
-                self._warming.add_done_callback(lambda t: t.cancelled() or t.exception())
+                self._warming.add_done_callback(retrieve)
             log.debug(
                 "exec listing available: a shell starts in %.1f ms, runs a command in %.1f ms;"
                 " output parsed in %s",

@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any, cast
 import asyncssh
 
 from ..errors import fs_error
+from ..tasks import retrieve
 from ..transfers import Direction, Transfer
 from ..transport.connection import SftpAttrs, SftpHandle
 from ..transport.sftppipe import SftpHandle as PipeHandle
 from ..vfs.stream.readahead import ReadAhead
-from ..vfs.stream.writebehind import WriteBehind, retrieve
+from ..vfs.stream.writebehind import WriteBehind
 from ..vfs.types import Attrs
 from .streaming import Streaming
 from .wire import _LOST, _attrs, _pflags, _translate, setstat_attrs

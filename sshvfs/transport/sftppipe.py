@@ -30,6 +30,7 @@ from typing import TypeVar
 
 import asyncssh
 
+from ..tasks import retrieve
 from .sftpvalues import (
     _FX_OK,
     _SIZE,
@@ -284,7 +285,7 @@ class SftpClient:
                 closing = self._request(_CLOSE, _string(_get_string(packet, 5)[0]))
             except asyncssh.Error:
                 return
-            closing.add_done_callback(lambda f: f.cancelled() or f.exception())
+            closing.add_done_callback(retrieve)
 
     def _lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -320,10 +321,19 @@ class SftpClient:
 
     def _request(self, kind: int, payload: bytes) -> asyncio.Future[tuple[int, bytes]]:
         """Send a request now; its reply, to be awaited."""
+        ident, packet = self._framed(kind, payload)
+        self._send(packet)
+        return self._reply(ident)
+
+    def _framed(self, kind: int, payload: bytes) -> tuple[int, bytes]:
+        """A new request id, and the request's packet."""
         ident = self._take_id()
         if self._debug:
             log.debug("> id %d: type %d %r", ident, kind, payload[:80])
-        self._send(_HEADER.pack(5 + len(payload), kind, ident) + payload)
+        return ident, _HEADER.pack(5 + len(payload), kind, ident) + payload
+
+    def _reply(self, ident: int) -> asyncio.Future[tuple[int, bytes]]:
+        """The reply to the request ``ident`` just sent, to be awaited."""
         future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
         self._pending[ident] = future
         return future
@@ -368,20 +378,14 @@ class SftpClient:
         the first to have left), answered in this order in one round trip: the first's
         answer (its error raised) and the second's (its error returned). No tasks: the
         replies are awaited in the order they come."""
-        loop = asyncio.get_running_loop()
-        idents = [self._take_id(), self._take_id()]
-        packets = []
-        for ident, (kind, payload, _) in zip(idents, (first, second), strict=True):
-            if self._debug:
-                log.debug("> id %d: type %d %r", ident, kind, payload[:80])
-            packets.append(_HEADER.pack(5 + len(payload), kind, ident) + payload)
-        self._send(b"".join(packets))
-        futures = [loop.create_future(), loop.create_future()]
-        self._pending[idents[0]], self._pending[idents[1]] = futures
+        one, one_packet = self._framed(first[0], first[1])
+        two, two_packet = self._framed(second[0], second[1])
+        self._send(one_packet + two_packet)
+        futures = [self._reply(one), self._reply(two)]
         try:
             got = first[2](*await futures[0])
         except BaseException:
-            futures[1].add_done_callback(_retrieved)
+            futures[1].add_done_callback(retrieve)
             raise
         try:
             return got, second[2](*await futures[1])
@@ -612,12 +616,6 @@ async def start_client(
         source.close()  # a no-op once the transport closed it
         raise
     return client, client.ended
-
-
-def _retrieved(future: asyncio.Future[tuple[int, bytes]]) -> None:
-    """Take a reply nobody waits for any more (a lost session's error is not logged)."""
-    if not future.cancelled():
-        future.exception()
 
 
 def _either(decode: Callable[[int, bytes], A]) -> Callable[[int, bytes], A | Exception]:

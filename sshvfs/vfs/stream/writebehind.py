@@ -31,8 +31,8 @@ import errno
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
+from ...tasks import retrieve
 from .budget import ByteBudget
 
 log = logging.getLogger(__name__)
@@ -204,10 +204,3 @@ class WriteBehind:
         await self.wait_idle()
         if self.error is not None:
             raise self.error
-
-
-def retrieve(future: asyncio.Future[Any]) -> None:
-    """A done callback that marks a future's error as seen (no "never retrieved" warning)
-    when whoever cares has it already (WriteBehind.error, or another error raised)."""
-    if not future.cancelled():
-        future.exception()
