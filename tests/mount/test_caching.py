@@ -38,6 +38,12 @@ def cache_counts(mnt: str) -> dict[str, int]:
     return cache
 
 
+def asked(mnt: str) -> int:
+    """How many times the daemon's caches were consulted so far."""
+    counts = cache_counts(mnt)
+    return counts["hits"] + counts["misses"]
+
+
 def touch_invalidate(mnt: str) -> None:
     subprocess.run(["touch", os.path.join(mnt, ".sshvfs", "invalidate")], check=True)
 

@@ -17,7 +17,7 @@ from sshvfs.fuse.dirserver import PREPARED_FOR
 
 from ..mounting import MountProcess, mounted
 from ..sshd import Sshd
-from .test_caching import cache_counts, touch_invalidate
+from .test_caching import asked, touch_invalidate
 from .test_posix import fresh
 
 pytestmark = pytest.mark.mount
@@ -27,12 +27,6 @@ pytestmark = pytest.mark.mount
 #: the test changes on the server right after its first use lands at any moment and
 #: (rightly) drops the kernel's copy; tests/mount/test_watch.py has the watcher.
 MOUNT_OPTIONS = ["watch=no"]
-
-
-def asked(mnt: str) -> int:
-    """How many times the daemon's caches were consulted so far."""
-    counts = cache_counts(mnt)
-    return counts["hits"] + counts["misses"]
 
 
 def test_warm_listing_stays_in_the_kernel(module_mount: tuple[str, MountProcess]) -> None:

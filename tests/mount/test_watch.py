@@ -15,7 +15,7 @@ import pytest
 
 from ..mounting import mounted
 from ..sshd import Sshd
-from .test_caching import cache_counts, status, touch_invalidate
+from .test_caching import asked, status, touch_invalidate
 
 pytestmark = pytest.mark.mount
 
@@ -134,11 +134,6 @@ def test_created_modified_removed_on_the_server_show(watched: tuple[str, str, st
     assert watch["changes"] and int(watch["changes"]) > 0  # type: ignore[call-overload]
 
 
-def _asked(mnt: str) -> int:
-    counts = cache_counts(mnt)
-    return counts["hits"] + counts["misses"]
-
-
 def _read(path: str) -> str:
     with open(path) as f:
         return f.read()
@@ -180,11 +175,11 @@ def test_a_name_missing_in_the_kernel_shows_once_made_on_the_server(
     names = [f"absent{i}" for i in range(5)]
     for name in names:
         assert not os.path.exists(os.path.join(sub, name))
-    before = _asked(mnt)
+    before = asked(mnt)
     for name in names:
         assert not os.path.exists(os.path.join(sub, name))
     if mode == "inotify":  # vouched for: the kernel answered alone
-        assert _asked(mnt) == before
+        assert asked(mnt) == before
     for name in names:
         with open(os.path.join(rsub, name), "w") as f:
             f.write(name)
