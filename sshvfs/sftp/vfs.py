@@ -376,12 +376,28 @@ class SftpVFS:
         return SftpFile(self, path, handle, self._streaming, attrs, flags)
 
     async def mkdir(self, path: bytes, mode: int = 0o755) -> None:
+        await self._mkdir(path, mode, stat_after=False)
+
+    async def mkdir_known(self, path: bytes, mode: int = 0o755) -> Attrs | None:
+        """mkdir, and what the new directory is right after it (an LSTAT sent right behind
+        the MKDIR, answered in the same round trip; None if it failed)."""
+        return await self._mkdir(path, mode, stat_after=True)
+
+    async def _mkdir(self, path: bytes, mode: int, stat_after: bool) -> Attrs | None:
         remote = self.remote(path)
+        attrs = asyncssh.SFTPAttrs(permissions=mode & 0o7777)
 
-        async def action() -> None:
-            await self._sftp.mkdir(remote, asyncssh.SFTPAttrs(permissions=mode & 0o7777))
+        async def action() -> Attrs | None:
+            sftp = self._sftp
+            if not stat_after:
+                await sftp.mkdir(remote, attrs)
+                return None
+            if isinstance(sftp, SftpClient):
+                st = await sftp.mkdir_then_lstat(remote, attrs)
+                return None if isinstance(st, Exception) else _attrs(st)
+            return (await _then_attrs(sftp.mkdir(remote, attrs), sftp.lstat(remote)))[1]
 
-        await self._op(path, action, lambda: self._exists_explains(remote), idempotent=False)
+        return await self._op(path, action, lambda: self._exists_explains(remote), idempotent=False)
 
     async def rmdir(self, path: bytes) -> None:
         remote = self.remote(path)
@@ -477,24 +493,59 @@ class SftpVFS:
                 raise
             await self._sftp.setstat(remote, attrs)
 
-    async def _setstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
-        await self._op(path, lambda: self._lsetstat(self.remote(path), attrs))
+    async def _lsetstat_then(self, remote: bytes, attrs: asyncssh.SFTPAttrs) -> Attrs | None:
+        """:meth:`_lsetstat`, and what ``remote`` is after it when that comes in the same
+        round trip (an LSTAT right behind the lean client's LSETSTAT), else None."""
+        sftp = self._sftp
+        if isinstance(sftp, SftpClient):
+            try:
+                st = await sftp.lsetstat_then_lstat(remote, attrs)
+            except asyncssh.SFTPOpUnsupported:
+                pass  # nothing was sent: the fallback of _lsetstat
+            else:
+                return None if isinstance(st, Exception) else _attrs(st)
+        await self._lsetstat(remote, attrs)
+        return None
+
+    async def _setstat(
+        self, path: bytes, attrs: asyncssh.SFTPAttrs, stat_after: bool = False
+    ) -> Attrs | None:
+        remote = self.remote(path)
+        if stat_after:
+            return await self._op(path, lambda: self._lsetstat_then(remote, attrs))
+        await self._op(path, lambda: self._lsetstat(remote, attrs))
+        return None
 
     async def chmod(self, path: bytes, mode: int) -> None:
         await self._setstat(path, setstat_attrs(mode=mode))
 
+    async def chmod_known(self, path: bytes, mode: int) -> Attrs | None:
+        """chmod, and what ``path`` is right after it when the server says so in the same
+        round trip (None otherwise): so for every ``*_known`` setattr."""
+        return await self._setstat(path, setstat_attrs(mode=mode), stat_after=True)
+
     async def chown(self, path: bytes, uid: int, gid: int) -> None:
+        await self._chown(path, uid, gid, stat_after=False)
+
+    async def chown_known(self, path: bytes, uid: int, gid: int) -> Attrs | None:
+        return await self._chown(path, uid, gid, stat_after=True)
+
+    async def _chown(self, path: bytes, uid: int, gid: int, stat_after: bool) -> Attrs | None:
         remote = self.remote(path)
 
-        async def action() -> None:
+        async def action() -> Attrs | None:
             new_uid, new_gid = uid, gid
             if uid < 0 or gid < 0:  # SFTP v3 sets uid and gid together
                 current = await self._sftp.lstat(remote)
                 new_uid = (current.uid or 0) if uid < 0 else uid
                 new_gid = (current.gid or 0) if gid < 0 else gid
-            await self._lsetstat(remote, asyncssh.SFTPAttrs(uid=new_uid, gid=new_gid))
+            owner = asyncssh.SFTPAttrs(uid=new_uid, gid=new_gid)
+            if stat_after:
+                return await self._lsetstat_then(remote, owner)
+            await self._lsetstat(remote, owner)
+            return None
 
-        await self._op(path, action)
+        return await self._op(path, action)
 
     async def truncate(self, path: bytes, size: int) -> None:
         # OpenSSH's lsetstat refuses a size; a size only ever reaches regular files anyway
@@ -507,11 +558,21 @@ class SftpVFS:
         await self._op(path, action)
 
     async def utimens(self, path: bytes, atime_ns: int | None, mtime_ns: int | None) -> None:
+        await self._utimens(path, atime_ns, mtime_ns, stat_after=False)
+
+    async def utimens_known(
+        self, path: bytes, atime_ns: int | None, mtime_ns: int | None
+    ) -> Attrs | None:
+        return await self._utimens(path, atime_ns, mtime_ns, stat_after=True)
+
+    async def _utimens(
+        self, path: bytes, atime_ns: int | None, mtime_ns: int | None, stat_after: bool
+    ) -> Attrs | None:
         if atime_ns is None or mtime_ns is None:  # SFTP sets both: keep the server's other
             current = await self.lstat(path)
             atime_ns = current.atime_ns if atime_ns is None else atime_ns
             mtime_ns = current.mtime_ns if mtime_ns is None else mtime_ns
-        await self._setstat(path, setstat_attrs(times=(atime_ns, mtime_ns)))
+        return await self._setstat(path, setstat_attrs(times=(atime_ns, mtime_ns)), stat_after)
 
     async def statfs(self, path: bytes) -> StatFs:
         async def action() -> StatFs:

@@ -401,13 +401,29 @@ class SftpClient:
             (_OPEN, opening, self._handle_of), (_STAT, _string(stat_path), self._attrs_of)
         )
 
+    async def _then_lstat(self, kind: int, payload: bytes, path: bytes) -> RemoteAttrs | Exception:
+        """A request answered by a STATUS (its failure raised), and LSTAT of ``path`` right
+        behind it (see :meth:`_pair`): what ``path`` is after it, or the LSTAT's error."""
+        lstat = (_LSTAT, _string(path), self._attrs_of)
+        return (await self._pair((kind, payload, self._ok), lstat))[1]
+
     async def rename_then_lstat(self, old: bytes, new: bytes) -> RemoteAttrs | Exception:
         """:meth:`posix_rename`, and LSTAT of ``new`` right behind it (see :meth:`_pair`)."""
         name = b"posix-rename@openssh.com"
         self._supports(name)
-        renaming = _string(name) + _string(old) + _string(new)
-        lstat = (_LSTAT, _string(new), self._attrs_of)
-        return (await self._pair((_EXTENDED, renaming, self._ok), lstat))[1]
+        return await self._then_lstat(_EXTENDED, _string(name) + _string(old) + _string(new), new)
+
+    async def mkdir_then_lstat(self, path: bytes, attrs: AttrsIn | None) -> RemoteAttrs | Exception:
+        """:meth:`mkdir`, and LSTAT of ``path`` right behind it (see :meth:`_pair`)."""
+        return await self._then_lstat(_MKDIR, _string(path) + _encode_attrs(attrs), path)
+
+    async def lsetstat_then_lstat(self, path: bytes, attrs: AttrsIn) -> RemoteAttrs | Exception:
+        """:meth:`setstat` not following a final symlink, and LSTAT of ``path`` right behind
+        it (see :meth:`_pair`)."""
+        name = b"lsetstat@openssh.com"
+        self._supports(name)
+        setting = _string(name) + _string(path) + _encode_attrs(attrs)
+        return await self._then_lstat(_EXTENDED, setting, path)
 
     async def _names(self, kind: int, payload: bytes) -> list[RemoteName]:
         kind, packet = await self._request(kind, payload)

@@ -201,6 +201,27 @@ async def test_request_pairs_leave_in_one_write_and_answer_in_order(session: Ses
     assert (session.root / "g").read_bytes() == b"four"
 
 
+async def test_mkdir_and_setstat_say_what_they_made_in_one_write(session: Session) -> None:
+    c = session.client
+    writes = _count_writes(c)
+    st = await c.mkdir_then_lstat(session.path("d"), asyncssh.SFTPAttrs(permissions=0o700))
+    assert not isinstance(st, Exception) and stat.S_ISDIR(st.permissions or 0)
+    assert stat.S_IMODE(st.permissions or 0) == 0o700
+    st = await c.lsetstat_then_lstat(session.path("d"), asyncssh.SFTPAttrs(permissions=0o751))
+    assert not isinstance(st, Exception) and stat.S_IMODE(st.permissions or 0) == 0o751
+    times = asyncssh.SFTPAttrs(atime=1_000_000, mtime=2_000_000)
+    st = await c.lsetstat_then_lstat(session.path("d"), times)
+    assert not isinstance(st, Exception) and (st.atime, st.mtime) == (1_000_000, 2_000_000)
+    assert len(writes) == 3
+    assert os.stat(session.root / "d").st_mtime == 2_000_000
+    # the first fails: raised; the LSTAT behind it is taken, not left for another request
+    with pytest.raises(asyncssh.SFTPFailure):
+        await c.mkdir_then_lstat(session.path("d"), None)  # it exists
+    with pytest.raises(asyncssh.SFTPNoSuchFile):
+        await c.lsetstat_then_lstat(session.path("none"), asyncssh.SFTPAttrs(permissions=0o600))
+    assert stat.S_IMODE((await c.lstat(session.path("d"))).permissions or 0) == 0o751
+
+
 async def test_a_pair_s_first_error_is_raised_and_its_second_taken(session: Session) -> None:
     c = session.client
     (session.root / "f").write_bytes(b"x")

@@ -12,6 +12,7 @@ from sshvfs.config import MountOptions, Target
 from sshvfs.sftp.vfs import SftpVFS
 from sshvfs.transfers import Transfers
 from sshvfs.transport.connection import connect
+from sshvfs.vfs.types import Attrs
 
 from ..sshd import Sshd
 
@@ -110,3 +111,37 @@ async def test_a_rename_can_say_what_the_new_name_is(vfs: tuple[SftpVFS, Transfe
     assert said is not None and said.size == 5  # the renamed file, not the one replaced
     with pytest.raises(FileNotFoundError):
         await fs.rename_known(b"/old", b"/new")
+
+
+async def test_mkdir_and_setattrs_can_say_what_the_name_is_after(
+    vfs: tuple[SftpVFS, Transfers, str],
+) -> None:
+    """One round trip each (an LSTAT right behind): what the server stores, as os.lstat
+    sees it; a refusal raised as without it."""
+    fs, _, root = vfs
+    path = os.path.join(root, "d")
+
+    def agrees(said: Attrs | None) -> None:
+        assert said is not None
+        st = os.lstat(path)
+        assert (said.mode, said.uid, said.gid, said.mtime_ns) == (
+            st.st_mode,
+            st.st_uid,
+            st.st_gid,
+            st.st_mtime_ns // 10**9 * 10**9,
+        )
+
+    agrees(await fs.mkdir_known(b"/d", 0o700))
+    assert os.lstat(path).st_mode & 0o777 == 0o700
+    agrees(await fs.chmod_known(b"/d", 0o751))
+    assert os.lstat(path).st_mode & 0o777 == 0o751
+    agrees(await fs.utimens_known(b"/d", 5 * 10**9, 7 * 10**9))
+    assert os.lstat(path).st_mtime == 7
+    st = os.lstat(path)
+    agrees(await fs.chown_known(b"/d", st.st_uid, -1))
+    with pytest.raises(FileExistsError):
+        await fs.mkdir_known(b"/d", 0o755)
+    with pytest.raises(FileNotFoundError):
+        await fs.chmod_known(b"/none", 0o600)
+    with pytest.raises(FileNotFoundError):
+        await fs.utimens_known(b"/none", 1, 1)

@@ -634,6 +634,76 @@ async def test_a_lookup_waits_a_bounded_time_for_a_prefetch(
     assert backend.lstats == before
 
 
+class _SaysAfterChange(LocalVFS):
+    """A backend whose mkdir and setattrs say what the name is after them (as SftpVFS's
+    ``*_known`` do, in the same round trip), each held until ``go`` is set."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        self.go = asyncio.Event()
+        self.go.set()
+
+    async def _then(self, path: bytes, change: Any) -> Any:
+        await change
+        said = await self.lstat(path)
+        await self.go.wait()
+        return said
+
+    async def mkdir_known(self, path: bytes, mode: int = 0o755) -> Any:
+        return await self._then(path, self.mkdir(path, mode))
+
+    async def chmod_known(self, path: bytes, mode: int) -> Any:
+        return await self._then(path, self.chmod(path, mode))
+
+    async def chown_known(self, path: bytes, uid: int, gid: int) -> Any:
+        return await self._then(path, self.chown(path, uid, gid))
+
+    async def utimens_known(self, path: bytes, atime_ns: Any, mtime_ns: Any) -> Any:
+        return await self._then(path, self.utimens(path, atime_ns, mtime_ns))
+
+
+async def test_mkdir_and_setattrs_learn_the_name_in_their_round_trip(workdir: str) -> None:
+    """tar makes a directory, fills it (its attributes drop), then sets its times, owner
+    and mode: the backend says what the directory is with each change, so neither the
+    kernel's lookup after the mkdir nor anything after a setattr asks again; unless the
+    name changed through the mount meanwhile."""
+    backend = Counting(_SaysAfterChange(workdir))
+    cache = CachingVFS(backend, attr_ttl=30, dir_ttl=30, max_entries=1000)
+    real = os.path.join(workdir, "d")
+
+    def same(attrs: Any) -> bool:
+        st = os.lstat(real)
+        return (attrs.mode, attrs.uid, attrs.gid, attrs.mtime_ns) == (
+            st.st_mode,
+            st.st_uid,
+            st.st_gid,
+            st.st_mtime_ns,
+        )
+
+    await cache.mkdir(b"/d", 0o700)
+    assert same(await cache.lstat(b"/d")) and backend.calls["lstat"] == 0
+    st = os.lstat(real)
+    for change in (
+        lambda: cache.utimens(b"/d", 10**9, 2 * 10**9),
+        lambda: cache.chown(b"/d", st.st_uid, st.st_gid),
+        lambda: cache.chmod(b"/d", 0o755),
+    ):
+        f = await cache.open(b"/d/f", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        await f.close()
+        await cache.unlink(b"/d/f")  # the directory's attributes are unknown now
+        await change()
+        assert same(await cache.lstat(b"/d")) and backend.calls["lstat"] == 0
+    # a change through the mount while the answer is on its way: asked once more
+    cache._attrs.pop(b"/d", None)
+    backend.inner.go.clear()
+    changing = asyncio.ensure_future(cache.utimens(b"/d", 10**9, 3 * 10**9))
+    await asyncio.sleep(0.01)
+    cache._mark(b"/d")  # (what another request changing /d does first)
+    backend.inner.go.set()
+    await changing
+    assert same(await cache.lstat(b"/d")) and backend.calls["lstat"] == 1
+
+
 class _SaysAfterRename(LocalVFS):
     """A backend that says what a renamed file is (as SftpVFS does, one round trip),
     each such rename held until ``go`` is set."""

@@ -528,19 +528,25 @@ class CachingVFS(SetAttrs):
             file.size_hint(known.size)  # spares a small file's second READ (its EOF)
         return CachedFile(self, file, changes)
 
-    async def _making(self, path: bytes, action: Awaitable[None]) -> None:
+    async def _making(self, path: bytes, action: Awaitable[Attrs | None]) -> None:
         """Make the new name ``path`` by ``action``: it and its directory's attributes are
-        asked again afterwards, whatever came of it."""
+        asked again afterwards, whatever came of it, unless ``action`` says what the new
+        name is (the backend's ``mkdir_known``) and nothing changed it here meanwhile."""
         self._mark(path)
+        gen, said = self._generation(path), None
         try:
-            await action
+            said = await action
         finally:
+            same = gen == self._generation(path)
             self._mark(path)
             self._attrs.pop(split(path)[0], None)
+        if said is not None and same:
+            self._learn(path, said)
 
     async def mkdir(self, path: bytes, mode: int = 0o755) -> None:
         self._opened.discard(path)
-        await self._making(path, self.inner.mkdir(path, mode))
+        asking = getattr(self.inner, "mkdir_known", None)  # the new directory in one trip
+        await self._making(path, (asking or self.inner.mkdir)(path, mode))
         if self._enabled_neg:
             # It is empty, and whoever made it is about to fill it (tar, cp -r, git
             # checkout): every name in it counts as looked up and missing for a moment, so

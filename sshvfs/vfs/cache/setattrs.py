@@ -2,7 +2,8 @@
 chown, truncate, utimens). A change to a file the mount is writing rides that handle's
 pipeline (:mod:`.owned`); a change that succeeds on attributes the caches knew is learned
 without asking again (what was set is what the server stores); anything else asks the
-server once, after the change. A file written through the mount is asked for once it
+server once, right behind the change when the backend can (its ``*_known`` setattrs: in the
+same round trip), else after it. A file written through the mount is asked for once it
 is closed, shortly after, unless its name changed meanwhile (:meth:`SetAttrs.learn_soon`).
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import stat as _stat
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from ..types import VFS, Attrs
@@ -73,21 +73,36 @@ class SetAttrs:
         cached = self._cached_attrs(path)
         return cached if isinstance(cached, Attrs) else None
 
-    async def _set(self, path: bytes, action: Awaitable[None], **changes: int) -> None:
-        """Run a setattr. When it succeeds and we knew the attributes, we now know the new
-        ones too (what we set is what the server stores): no round trip to ask again."""
+    async def _set(
+        self, path: bytes, name: str, args: tuple[int, ...], changes: dict[str, int] | None
+    ) -> None:
+        """Run the backend's setattr ``name`` (chmod, chown, utimens) on ``path`` with
+        ``args``. When it succeeds and we knew the attributes, we now know the new ones
+        too: ``changes`` to them (what we set is what the server stores), no round trip to
+        ask again. Otherwise (``changes`` None: the server decides) the attributes come in
+        the same round trip when the backend can say (its ``name_known``), else are asked
+        for once after."""
         before = self._known(path)
         gen = self._generation(path)
+        sure = before is not None and changes is not None and path not in self._linked
+        asking = None if sure else getattr(self.inner, name + "_known", None)
+        said = None
         try:
-            await action
+            if asking is not None:
+                said = await asking(path, *args)
+            else:
+                await getattr(self.inner, name)(path, *args)
         except BaseException:
             await self._changed(path)
             raise
-        if before is None or path in self._linked or gen != self._generation(path):
+        if gen != self._generation(path) or not (sure or said is not None):
             await self._changed(path)
             return
         self._mark(path)
-        self._learn(path, before._replace(**changes))
+        if said is not None:
+            self._learn(path, said)
+        elif before is not None and changes is not None:
+            self._learn(path, before._replace(**changes))
 
     @property
     def time_resolution_ns(self) -> int:
@@ -111,15 +126,10 @@ class SetAttrs:
                 return
             self.owned.pop(path)  # the server may drop set-id bits as it sees fit: ask
         before = self._known(path)
-        if before is None or _stat.S_ISLNK(before.mode):
-            # a link's mode is whatever the server makes of it: ask
-            try:
-                await self.inner.chmod(path, mode)
-            finally:
-                await self._changed(path)
-            return
-        kind = _stat.S_IFMT(before.mode)
-        await self._set(path, self.inner.chmod(path, mode), mode=kind | (mode & 0o7777))
+        changes = None  # a link's mode is whatever the server makes of it: ask
+        if before is not None and not _stat.S_ISLNK(before.mode):
+            changes = {"mode": _stat.S_IFMT(before.mode) | (mode & 0o7777)}
+        await self._set(path, "chmod", (mode,), changes)
 
     async def chown(self, path: bytes, uid: int, gid: int) -> None:
         owned = self.owned.get(path)
@@ -130,10 +140,10 @@ class SetAttrs:
                 return  # already so (tar, cp -a): nothing to send
             self.owned.pop(path)  # a real chown can fail, and may clear set-id bits
         before = self._known(path)
-        changes = {}
+        changes = None
         if before is not None:
             changes = {"uid": before.uid if uid < 0 else uid, "gid": before.gid if gid < 0 else gid}
-        await self._set(path, self.inner.chown(path, uid, gid), **changes)
+        await self._set(path, "chown", (uid, gid), changes)
 
     async def truncate(self, path: bytes, size: int) -> None:
         # the mtime moves on the server: ask once
@@ -162,9 +172,5 @@ class SetAttrs:
             current = await self.lstat(path)
             atime_ns = current.atime_ns if atime_ns is None else atime_ns
             mtime_ns = current.mtime_ns if mtime_ns is None else mtime_ns
-        await self._set(
-            path,
-            self.inner.utimens(path, atime_ns, mtime_ns),
-            atime_ns=self._seconds(atime_ns),
-            mtime_ns=self._seconds(mtime_ns),
-        )
+        changes = {"atime_ns": self._seconds(atime_ns), "mtime_ns": self._seconds(mtime_ns)}
+        await self._set(path, "utimens", (atime_ns, mtime_ns), changes)
