@@ -167,3 +167,30 @@ async def test_use_is_reported_for_directories_fetched(setup: Any) -> None:
     n = len(used)
     (await cache.readdir(b"/d"))  # a hit: nothing new
     assert len(used) == n
+
+
+async def test_a_directory_the_mount_is_filling_is_its_own_change(setup: Any) -> None:
+    """tar makes a directory and fills it; the watcher's catch-up of it reports it changed,
+    with a fresh listing of only what the mount made there: the mount keeps knowing that
+    nothing else is there (a lookup of the next name asks nothing). A name in that listing
+    the mount did not make ends that."""
+    cache, backend, clock, root = setup
+    await cache.mkdir(b"/new", 0o755)
+    for name in (b"/new/f", b"/new/g"):
+        f = await cache.open(name, os.O_WRONLY | os.O_CREAT)
+        await f.close()
+    before = backend.calls["lstat"]
+    with pytest.raises(FileNotFoundError):
+        await cache.lstat(b"/new/h")
+    assert backend.calls["lstat"] == before  # a directory the mount made
+    fresh = await LocalVFS(root).readdir(b"/new")
+    assert cache.remote.apply([Change(b"/new", "dir")], {b"/new": fresh}) == []
+    with pytest.raises(FileNotFoundError):
+        await cache.lstat(b"/new/h")
+    assert backend.calls["lstat"] == before
+    open(os.path.join(root, "new", "other"), "w").close()
+    fresh = await LocalVFS(root).readdir(b"/new")
+    kept = cache.remote.apply([Change(b"/new", "dir")], {b"/new": fresh})
+    assert Change(b"/new", "dir") in kept
+    assert (await cache.lstat(b"/new/other")).size == 0
+    assert backend.calls["lstat"] == before + 1

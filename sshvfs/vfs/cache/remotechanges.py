@@ -10,7 +10,9 @@ directory that went away. Fetches in flight for those keys are not installed
 The mount's own changes come back from the server as events too. Those are recognised by
 path: a change reported for a name the mount itself changed less than ``OWN_WINDOW``
 seconds ago is the mount's own, already accounted for (dropping it would cost the next
-lookup a round trip after every save). The bound: a change made on the server to that
+lookup a round trip after every save). So is a directory's change whose fresh listing
+holds only such names (and names cached as listed): the mount filling a directory it just
+made, seen by the watcher's catch-up. The bound: a change made on the server to that
 same name within that window is seen only when the caches' timeouts run out.
 """
 
@@ -74,7 +76,11 @@ class RemoteChanges:
         kept: list[Change] = []
         listings: set[bytes] = set()
         narrowed: set[bytes] = set()
-        changes = self._names(changes, fresh or {}, narrowed)
+        echoes: set[bytes] = set()
+        changes = self._names(changes, fresh or {}, narrowed, echoes, age)
+        for path in echoes:  # the mount's own names: only its own mtime may be news
+            cache._attrs.pop(path, None)
+            cache._bump(path)
         for change in changes:
             path, kind = change
             if kind == "all":
@@ -104,12 +110,20 @@ class RemoteChanges:
         return kept
 
     def _names(
-        self, changes: list[Change], fresh: dict[bytes, list[Entry]], narrowed: set[bytes]
+        self,
+        changes: list[Change],
+        fresh: dict[bytes, list[Entry]],
+        narrowed: set[bytes],
+        echoes: set[bytes],
+        age: float,
     ) -> list[Change]:
         """``"dir"`` changes with a fresh listing become the changes of the names that
         differ: from the cached listing, or, with none cached, from the names' cached
         attributes (the ``"dir"`` change then stays, for the directory itself and the
-        kernel's copy of it, and its path goes into ``narrowed``)."""
+        kernel's copy of it, and its path goes into ``narrowed``), unless every name
+        listed is the mount's own or as cached (the mount filling a directory it made, seen
+        by a catch-up): that directory goes into ``echoes``, and what the mount knows it
+        made there stays."""
         out: list[Change] = []
         for change in changes:
             entries = fresh.get(change.path) if change.kind == "dir" else None
@@ -118,9 +132,14 @@ class RemoteChanges:
                 continue
             listing = self._cache._dirs.get(change.path)
             if listing is None:
+                contradicted = self._against_known(change.path, entries)
+                if not contradicted and self._all_known(change.path, entries, age):
+                    echoes.add(change.path)
+                    self.own_skipped += 1
+                    continue
                 out.append(change)
                 narrowed.add(change.path)
-                out.extend(self._against_known(change.path, entries))
+                out.extend(contradicted)
                 continue
             before = listing.entries
             now = {e.name: e for e in entries}
@@ -158,6 +177,18 @@ class RemoteChanges:
             if target is not None and (entry is None or entry.target != target):
                 out.append(Change(key, "entry"))
         return list(dict.fromkeys(out))
+
+    def _all_known(self, parent: bytes, entries: list[Entry], age: float) -> bool:
+        """Is every name of a fresh listing of ``parent`` one the mount changed itself
+        lately, or cached with the attributes listed?"""
+        attrs = self._cache._attrs
+        for entry in entries:
+            path = join(parent, entry.name)
+            if not self.is_own(path, age):
+                known = attrs.get(path)
+                if known is None or _attrs_differ(known, entry.attrs):
+                    return False
+        return True
 
     def _dir_itself(self, path: bytes) -> None:
         """What a directory whose names came or went holds of itself: its attributes (its
