@@ -704,6 +704,33 @@ async def test_mkdir_and_setattrs_learn_the_name_in_their_round_trip(workdir: st
     assert same(await cache.lstat(b"/d")) and backend.calls["lstat"] == 1
 
 
+async def test_a_chown_that_changes_nothing_is_not_sent_for_what_the_mount_owns(
+    workdir: str,
+) -> None:
+    """cp -a and tar give each directory its owner back: already so, and the owner is
+    whom the mount acts as (what it makes is theirs), so the server would only move the
+    ctime. Another owner, another id or a set-id bit: sent."""
+    backend = Counting(_SaysAfterChange(workdir))
+    cache = CachingVFS(backend, attr_ttl=30, dir_ttl=30, max_entries=1000)
+    await cache.mkdir(b"/d", 0o755)
+    st = os.lstat(os.path.join(workdir, "d"))
+    assert cache.made_by == st.st_uid
+    await cache.chown(b"/d", st.st_uid, st.st_gid)
+    await cache.chown(b"/d", -1, st.st_gid)
+    assert backend.calls["chown"] + backend.calls["chown_known"] == 0
+    await cache.chown(b"/d", st.st_uid, st.st_gid + 1)
+    assert backend.calls["chown"] + backend.calls["chown_known"] == 1
+    assert os.lstat(os.path.join(workdir, "d")).st_gid == st.st_gid + 1
+    await cache.chown(b"/d", st.st_uid, st.st_gid)
+    await cache.chmod(b"/d", 0o2755)
+    await cache.chown(b"/d", st.st_uid, st.st_gid)  # may clear the set-id bit: sent
+    assert backend.calls["chown"] + backend.calls["chown_known"] == 3
+    await cache.chmod(b"/d", 0o755)
+    cache.made_by = st.st_uid + 1  # someone else's: the server may refuse
+    await cache.chown(b"/d", st.st_uid, st.st_gid)
+    assert backend.calls["chown"] + backend.calls["chown_known"] == 4
+
+
 class _SaysAfterRename(LocalVFS):
     """A backend that says what a renamed file is (as SftpVFS does, one round trip),
     each such rename held until ``go`` is set."""

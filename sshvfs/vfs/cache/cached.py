@@ -99,6 +99,8 @@ class CachingVFS(SetAttrs):
         self._dirs: TtlCache = TtlCache(
             size, max(dir_ttl, 1e-9), timer, getsizeof=lambda v: len(v.entries) + 1
         )
+        #: the owner the server gives what the mount makes (None: nothing made yet)
+        self.made_by: int | None = None
         #: directories this mount just made (empty then), each with the names made in it
         #: since; kept while the mount goes on making things there, MADE_WINDOW at most after
         self._made: TtlCache = TtlCache(
@@ -541,7 +543,7 @@ class CachingVFS(SetAttrs):
             self._mark(path)
             self._attrs.pop(split(path)[0], None)
         if said is not None and same:
-            self._learn(path, said)
+            self.made_by = self._learn(path, said).uid
 
     async def mkdir(self, path: bytes, mode: int = 0o755) -> None:
         self._opened.discard(path)

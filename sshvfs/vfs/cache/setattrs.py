@@ -34,6 +34,7 @@ class SetAttrs:
         inner: VFS
         owned: OwnedFiles
         _linked: set[bytes]
+        made_by: int | None
         _spawn: Spawn
 
         def _cached_attrs(self, path: bytes) -> Attrs | None | object: ...
@@ -140,6 +141,17 @@ class SetAttrs:
                 return  # already so (tar, cp -a): nothing to send
             self.owned.pop(path)  # a real chown can fail, and may clear set-id bits
         before = self._known(path)
+        if (
+            before is not None
+            and before.uid == self.made_by
+            and (uid < 0 or uid == before.uid)
+            and (gid < 0 or gid == before.gid)
+            and not before.mode & _SET_ID
+        ):
+            # already so, and owned by whom the mount acts as (what it makes is theirs),
+            # so the server would not refuse: it would only move the ctime (tar, cp -a
+            # and rsync -a give every directory its owner back)
+            return
         changes = None
         if before is not None:
             changes = {"uid": before.uid if uid < 0 else uid, "gid": before.gid if gid < 0 else gid}
