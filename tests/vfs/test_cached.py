@@ -350,6 +350,25 @@ async def test_names_in_a_directory_made_here(setup: Any) -> None:
     assert (await cache.lstat(b"/other/x")).size == 0
 
 
+async def test_a_listing_for_lookups_keeps_what_the_mount_made_there(setup: Any) -> None:
+    """Lookups that miss list their directory (LookupLister) in a listing that does not
+    vouch for missing names: in a directory the mount is filling, what it made there still
+    answers them (tar's next mkdir there asks nothing); a vouching listing knows better."""
+    cache, backend, clock, root = setup
+    await cache.mkdir(b"/new")
+    await cache.mkdir(b"/new/sub")
+    cache.install_listing(b"/new", await LocalVFS(root).readdir(b"/new"), vouches=False)
+    with pytest.raises(FileNotFoundError):
+        await cache.lstat(b"/new/sub2")
+    assert backend.calls["lstat"] == 0
+    assert (await cache.lstat(b"/new/sub")).is_dir  # from the listing
+    assert backend.calls["lstat"] == 0
+    touch(root, "new/theirs")
+    cache.install_listing(b"/new", await LocalVFS(root).readdir(b"/new"))
+    assert (await cache.lstat(b"/new/theirs")).size == 0
+    assert backend.calls["lstat"] == 0
+
+
 async def test_bounded_with_lru_eviction(workdir: str) -> None:
     clock = Clock()
     cache = CachingVFS(LocalVFS(workdir), timer=clock, max_entries=50)

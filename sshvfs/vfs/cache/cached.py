@@ -419,9 +419,11 @@ class CachingVFS(SetAttrs):
     ) -> None:
         """Cache a listing. Its entries answer lstat through the listing itself (not copied
         into the attribute cache: that would double the memory of a huge directory).
-        ``vouches=False``: a name it lacks is still asked of the server (see Listing).
+        ``vouches=False``: a name it lacks is still asked of the server (see Listing),
+        unless the mount made the directory and is filling it (see mkdir).
         ``asked``: when it was asked of the server (``timer``; None: just now)."""
-        self._made.pop(path, None)  # the listing knows better now
+        if vouches:
+            self._made.pop(path, None)  # the listing knows better now
         if self.on_use is not None:
             self.on_use(path, asked)
         if self._enabled_dir:
