@@ -1,7 +1,7 @@
 """RemoteWatcher: changes made on the server pushed into the mount's caches and the kernel's.
 
 The *scope* is the directories the mount used lately (listed, looked up in, opened files
-in), most recent last, at most ``max_dirs``: each new one is watched within about a round
+or made things in), most recent last, at most ``max_dirs``: each new one is watched within about a round
 trip of its first use. Two modes, over the exec channel:
 
 - ``inotify``: one *driver* per connection (an exec channel running

@@ -216,6 +216,36 @@ def test_own_changes_are_not_dropped(watched: tuple[str, str, str]) -> None:
     assert after["misses"] == before["misses"], (before, after, watch_status(mnt))
 
 
+def test_a_tree_made_through_the_mount_and_removed_on_the_server_goes(
+    watched: tuple[str, str, str],
+) -> None:
+    """tar into the mount, then an rm -rf of it on the server (after the window in which
+    reports of the mount's own names count as its own): the mount forgets the tree, so
+    the same tar again makes every file anew (a directory it made was never looked up on
+    the server, yet it is watched: the mount made things in it)."""
+    mode, remote, mnt = watched
+    tree = os.path.join(mnt, "tree")
+
+    def make() -> None:
+        for d in ("tree", "tree/d", "tree/d/sub"):
+            os.mkdir(os.path.join(mnt, d), 0o700)
+        for d in ("tree/d", "tree/d/sub"):
+            fd = os.open(os.path.join(mnt, d, "f"), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+            os.write(fd, b"data")
+            os.close(fd)
+            os.utime(os.path.join(mnt, d), (1_000_000_000, 1_000_000_000))
+
+    make()
+    assert os.stat(os.path.join(tree, "d", "sub", "f")).st_size == 4
+    # reports of the mount's own names count as its own for 2 s (poll: 3 intervals + 1 s)
+    time.sleep(2.5 if mode == "inotify" else 3 * POLL_INTERVAL + 1.5)
+    shutil.rmtree(os.path.join(remote, "tree"))
+    wait_for(lambda: not os.path.exists(tree), bound(mode), "a tree removed")
+    assert not os.path.exists(os.path.join(tree, "d", "sub", "f"))
+    make()  # O_EXCL: nothing of the first tree is left in the mount or the kernel
+    assert os.listdir(os.path.join(remote, "tree", "d", "sub")) == ["f"]
+
+
 def test_a_tree_walked_is_watched_and_the_server_bears_it(sshd: Sshd) -> None:
     """Every directory a walk used is watched, in one inotifywait per batch on the server,
     and they all stop with the mount (no inotifywait left behind)."""

@@ -369,6 +369,20 @@ async def test_a_listing_for_lookups_keeps_what_the_mount_made_there(setup: Any)
     assert backend.calls["lstat"] == 0
 
 
+async def test_making_something_in_a_directory_uses_it(setup: Any) -> None:
+    """What the mount makes in a directory is cached: the directory joins the watcher's
+    scope (``on_use``) as a lookup that asks the server would have it join."""
+    cache, backend, clock, root = setup
+    used: list[bytes] = []
+    cache.on_use = lambda path, since: used.append(path)
+    await cache.mkdir(b"/d")
+    await cache.mkdir(b"/d/e")
+    f = await cache.open(b"/d/e/f", os.O_WRONLY | os.O_CREAT)
+    await f.close()
+    await cache.symlink(b"f", b"/d/e/ln")
+    assert used == [b"/", b"/d", b"/d/e", b"/d/e"]
+
+
 async def test_bounded_with_lru_eviction(workdir: str) -> None:
     clock = Clock()
     cache = CachingVFS(LocalVFS(workdir), timer=clock, max_entries=50)

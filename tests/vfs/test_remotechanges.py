@@ -4,6 +4,7 @@ mount's own changes coming back are not dropped; lookup misses follow the vouchi
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -194,3 +195,42 @@ async def test_a_directory_the_mount_is_filling_is_its_own_change(setup: Any) ->
     assert Change(b"/new", "dir") in kept
     assert (await cache.lstat(b"/new/other")).size == 0
     assert backend.calls["lstat"] == before + 1
+
+
+async def _made_tree(cache: CachingVFS) -> None:
+    """/t/sub/f made through the mount, its attributes cached."""
+    await cache.mkdir(b"/t", 0o755)
+    await cache.mkdir(b"/t/sub", 0o755)
+    f = await cache.open(b"/t/sub/f", os.O_WRONLY | os.O_CREAT)
+    await f.close()
+    assert (await cache.lstat(b"/t/sub/f")).size == 0
+
+
+async def test_a_name_reported_gone_takes_what_is_cached_below_it(setup: Any) -> None:
+    """A directory removed on the server, reported by its parent's watch (a name that
+    went): everything the caches hold below it goes too, listed or not."""
+    cache, backend, clock, root = setup
+    await _made_tree(cache)
+    clock.now += OWN_WINDOW + 1  # no longer the mount's own
+    shutil.rmtree(os.path.join(root, "t"))  # on the server
+    assert cache.cached_listing(b"/t") is None
+    cache.remote.apply([Change(b"/t", "name")])
+    with pytest.raises(FileNotFoundError):
+        await cache.lstat(b"/t/sub/f")
+    with pytest.raises(FileNotFoundError):
+        await cache.lstat(b"/t/sub")
+
+
+async def test_a_directory_made_again_has_nothing_below_it(setup: Any) -> None:
+    """A tree removed on the server while reports of it still count as the mount's own:
+    making the directory again through the mount forgets whatever was below it."""
+    cache, backend, clock, root = setup
+    await _made_tree(cache)
+    shutil.rmtree(os.path.join(root, "t"))  # on the server
+    assert cache.remote.apply([Change(b"/t", "name")]) == []  # its own, it seems
+    await cache.mkdir(b"/t", 0o755)
+    with pytest.raises(FileNotFoundError):
+        await cache.lstat(b"/t/sub/f")
+    await cache.mkdir(b"/t/sub", 0o755)
+    with pytest.raises(FileNotFoundError):
+        await cache.lstat(b"/t/sub/f")

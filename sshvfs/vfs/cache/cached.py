@@ -13,7 +13,8 @@ view of its own operations:
 
 Everything here runs on the mount's asyncio loop; a hit never leaves this module. Open
 files are :mod:`.cachedfile`; prefetching a walked tree in one backend call is
-:mod:`.treeprefetch`; chmod, chown, truncate and utimens are :mod:`.setattrs`.
+:mod:`.treeprefetch`; chmod, chown, truncate and utimens are :mod:`.setattrs`; mkdir,
+rmdir, unlink, rename, symlink and link are :mod:`.namechanges`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import errno
 import os
 import stat as _stat
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ...errors import fs_error
@@ -32,6 +33,7 @@ from ..types import VFS, Attrs, Entry, StatFs, VFSFile, join, split
 from .cachedfile import CachedFile
 from .contents import ContentPrefetcher
 from .lookuplist import LookupLister
+from .namechanges import NameChanges
 from .owned import OwnedFiles
 from .remotechanges import RemoteChanges
 from .setattrs import SetAttrs
@@ -70,7 +72,7 @@ class CacheStats:
 _MISSING = object()  # negative-cache marker
 
 
-class CachingVFS(SetAttrs):
+class CachingVFS(SetAttrs, NameChanges):
     """Wraps ``inner``; same Protocol. ``ttl``s in seconds; ``timer`` is injectable."""
 
     def __init__(
@@ -228,6 +230,17 @@ class CachingVFS(SetAttrs):
         if self._enabled_neg:
             self._neg[path] = self._timer()
 
+    def _used(self, directory: bytes) -> None:
+        """The mount changes something in ``directory``: keep (or start) watching it, as
+        for a lookup that asks the server (what the mount makes there is cached)."""
+        if self.on_use is not None:
+            self.on_use(directory, None)
+
+    def _holds_below(self, path: bytes) -> bool:
+        """May a cache hold anything below ``path``?"""
+        stores = (self._attrs, self._neg, self._links, self._dirs, self._made)
+        return any(store.children(path) for store in stores)
+
     def _drop_subtree(self, root: bytes, is_dir: bool | None = None) -> None:
         """Forget ``root`` and everything below it. ``is_dir=False`` (a file: nothing below
         it) spares the walk of the caches' path indexes and the epoch's move, which would keep
@@ -351,8 +364,7 @@ class CachingVFS(SetAttrs):
             return cached
         self.stats.misses += 1
         parent = split(path)[0]
-        if self.on_use is not None:
-            self.on_use(parent, None)
+        self._used(parent)
         if path != b"/" and (
             await self._prefetcher.lookup_missed(parent) or await self._lookup_lister.listed(parent)
         ):
@@ -508,6 +520,7 @@ class CachingVFS(SetAttrs):
         changes = bool(flags & (os.O_CREAT | os.O_TRUNC))
         if changes:
             self._mark(path)
+            self._used(split(path)[0])
         known = None if changes else self._cached_attrs(path)
         reading = flags & os.O_ACCMODE == os.O_RDONLY and not changes
         if reading and isinstance(known, Attrs):
@@ -531,87 +544,6 @@ class CachingVFS(SetAttrs):
         elif isinstance(known, Attrs) and _stat.S_ISREG(known.mode):
             file.size_hint(known.size)  # spares a small file's second READ (its EOF)
         return CachedFile(self, file, changes)
-
-    async def _making(self, path: bytes, action: Awaitable[Attrs | None]) -> None:
-        """Make the new name ``path`` by ``action``: it and its directory's attributes are
-        asked again afterwards, whatever came of it, unless ``action`` says what the new
-        name is (the backend's ``mkdir_known``) and nothing changed it here meanwhile."""
-        self._mark(path)
-        gen, said = self._generation(path), None
-        try:
-            said = await action
-        finally:
-            same = gen == self._generation(path)
-            self._mark(path)
-            self._attrs.pop(split(path)[0], None)
-        if said is not None and same:
-            self.made_by = self._learn(path, said).uid
-
-    async def mkdir(self, path: bytes, mode: int = 0o755) -> None:
-        self._opened.discard(path)
-        asking = getattr(self.inner, "mkdir_known", None)  # the new directory in one trip
-        await self._making(path, (asking or self.inner.mkdir)(path, mode))
-        if self._enabled_neg:
-            # It is empty, and whoever made it is about to fill it (tar, cp -r, git
-            # checkout): every name in it counts as looked up and missing for a moment, so
-            # the lookup before each create needs no round trip. The moment lasts while the
-            # mount goes on making things there and MADE_WINDOW after (never beyond the
-            # negative cache's own promise); a listing always asks the server.
-            self._made[path] = set()
-
-    async def rmdir(self, path: bytes) -> None:
-        await self.inner.rmdir(path)
-        self._gone(path)
-
-    async def unlink(self, path: bytes) -> None:
-        await self.inner.unlink(path)
-        self._gone(path, is_dir=False)  # unlink(2) never removes a directory
-
-    async def rename(self, old: bytes, new: bytes) -> None:
-        known = self._known(old)
-        is_dir = known.is_dir if known is not None else None
-        if is_dir is None and old in self._opened:
-            # a file just made (its attributes not cached yet): a save's temp file. Saying
-            # so spares two subtree drops (and their moves of the epoch: see _drop_subtree)
-            is_dir = False
-        was_linked = old in self._linked
-        owned = self.owned.pop(old)  # its handles name the old path: the tracking ends
-        self._mark(new)
-        gen = self._generation(new)
-        # a file whose attributes are not known (a save's temp file, just written): the
-        # backend may say what the new name is in the same round trip
-        asking = getattr(self.inner, "rename_known", None) if known is None else None
-        try:
-            if asking is None:
-                await self.inner.rename(old, new)
-            elif (said := await asking(old, new)) is not None and gen == self._generation(new):
-                known = said
-        except BaseException:
-            self._mark(new)
-            if owned is not None:
-                self.owned.put(old, owned)
-            raise
-        self._gone(old, is_dir)
-        self._drop_subtree(new, is_dir)  # only a directory may replace a directory
-        self._mark(new)
-        self._attrs.pop(split(new)[0], None)
-        self._linked.discard(new)
-        if was_linked:
-            self._linked.add(new)
-        if is_dir is False:
-            self._opened.add(new)
-        if known is not None:
-            self._learn(new, known)  # a rename changes the name, not the attributes
-
-    async def symlink(self, target: bytes, path: bytes) -> None:
-        await self._making(path, self.inner.symlink(target, path))
-
-    async def link(self, existing: bytes, new: bytes) -> None:
-        try:
-            await self._making(new, self.inner.link(existing, new))
-        finally:
-            self._mark(existing)  # its link count changed
-            self._linked.update((existing, new))
 
     async def close(self) -> None:
         await self.inner.close()

@@ -99,7 +99,7 @@ class RemoteChanges:
                     listings.add(path)
                 continue
             cache._stale(path)
-            if kind in ("name", "gone") and path in cache._dirs:
+            if kind in ("name", "gone") and (path in cache._dirs or cache._holds_below(path)):
                 cache._drop_subtree(path)  # what was below it is elsewhere or gone
             # (a directory's own "entry" change keeps its listing: names that came or went
             # in it are reported as such, by its own watch)
