@@ -73,7 +73,7 @@ def change_targets(
     pairs: dict[tuple[int, bytes], None] = {}
     inos: dict[int, None] = {}
     misses = inodes.misses
-    for path, kind in changes:
+    for path, kind, _ in changes:
         if kind == "all":
             return None
         node = inodes.find(path)

@@ -223,10 +223,14 @@ class Change(NamedTuple):
     - ``"dir"``: ``path`` is a directory whose listing changed, names unknown (a poll);
     - ``"gone"``: ``path`` is a watched directory that was removed or moved away;
     - ``"all"``: events were lost: anything may have changed (``path`` is ``b"/"``).
+
+    ``went``: a ``"name"`` that is known to be gone (removed or moved away), not to have
+    come: such a report is the mount's own only if the mount itself removed the name.
     """
 
     path: bytes
     kind: str
+    went: bool = False
 
 
 def join(parent: bytes, name: bytes) -> bytes:

@@ -27,6 +27,8 @@ INOTIFY_EVENTS = (
 )
 #: events that add or remove a name in a directory (the rest change one entry's attributes)
 NAME_EVENTS = frozenset({b"CREATE", b"DELETE", b"MOVED_FROM", b"MOVED_TO"})
+#: name events that say the name is gone from where it was
+GONE_EVENTS = frozenset({b"DELETE", b"MOVED_FROM"})
 #: events on a watched directory itself: it is gone from where it was
 SELF_EVENTS = frozenset({b"DELETE_SELF", b"MOVE_SELF", b"UNMOUNT"})
 #: the kernel dropped events: nothing watched can be trusted
@@ -228,7 +230,9 @@ def parse_event(record: bytes, root: bytes) -> Change | None:
         return Change(path, "gone")
     if path == b"/" and where.endswith(b"/"):
         return Change(path, "entry")  # the root's own attributes
-    return Change(path, "name" if names & NAME_EVENTS else "entry")
+    if names & NAME_EVENTS:
+        return Change(path, "name", went=not names & (NAME_EVENTS - GONE_EVENTS))
+    return Change(path, "entry")
 
 
 def parse_scan(record: bytes, root: bytes, watched: set[bytes] | frozenset[bytes]) -> Change | None:

@@ -1,8 +1,8 @@
 """RemoteWatcher: changes made on the server pushed into the mount's caches and the kernel's.
 
 The *scope* is the directories the mount used lately (listed, looked up in, opened files
-or made things in), most recent last, at most ``max_dirs``: each new one is watched within about a round
-trip of its first use. Two modes, over the exec channel:
+or made things in), most recent last, at most ``max_dirs``: each new one is watched
+within about a round trip of its first use. Two modes, over the exec channel:
 
 - ``inotify``: one *driver* per connection (an exec channel running
   :func:`~sshvfs.watch.remote.driver_command`) runs an ``inotifywait -m`` per batch of

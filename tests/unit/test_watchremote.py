@@ -51,7 +51,9 @@ def test_mount_and_remote_paths() -> None:
 def test_events_parse_to_changes() -> None:
     root = b"/r"
     assert parse_event(b"CREATE /r/d/f", root) == Change(b"/d/f", "name")
-    assert parse_event(b"MOVED_FROM /r/d/a b", root) == Change(b"/d/a b", "name")
+    assert parse_event(b"MOVED_FROM /r/d/a b", root) == Change(b"/d/a b", "name", went=True)
+    assert parse_event(b"DELETE,ISDIR /r/d/sub", root) == Change(b"/d/sub", "name", went=True)
+    assert parse_event(b"MOVED_TO /r/d/a", root) == Change(b"/d/a", "name")
     assert parse_event(b"CREATE,ISDIR /r/d/sub", root) == Change(b"/d/sub", "name")
     assert parse_event(b"CLOSE_WRITE,CLOSE /r/d/f", root) == Change(b"/d/f", "entry")
     assert parse_event(b"ATTRIB,ISDIR /r/d/", root) == Change(b"/d", "entry")

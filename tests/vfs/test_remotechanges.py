@@ -126,7 +126,7 @@ async def test_a_listing_change_with_no_cached_listing_keeps_the_names_it_confir
     assert kept[0] == Change(b"/d", "dir")  # the directory itself, and the kernel's copy
     assert sorted(kept[1:]) == [
         Change(b"/d/b", "entry"),
-        Change(b"/d/c", "name"),
+        Change(b"/d/c", "name", went=True),
         Change(b"/d/late", "name"),
     ]
     before = backend.calls["lstat"]
@@ -234,3 +234,32 @@ async def test_a_directory_made_again_has_nothing_below_it(setup: Any) -> None:
     await cache.mkdir(b"/t/sub", 0o755)
     with pytest.raises(FileNotFoundError):
         await cache.lstat(b"/t/sub/f")
+
+
+async def test_a_name_the_mount_made_and_the_server_removed_goes_at_once(setup: Any) -> None:
+    """Reports of the mount's own names count as its own for a moment (their events come
+    back), but a name reported gone only if the mount removed it: one it made, removed
+    on the server right after, goes at once. The mount's own removal, and a save's rename
+    of the name away and back (its events come after), are its own."""
+    cache, backend, clock, root = setup
+    f = await cache.open(b"/d/made", os.O_WRONLY | os.O_CREAT)
+    await f.close()
+    assert (await cache.lstat(b"/d/made")).size == 0
+    assert cache.remote.apply([Change(b"/d/made", "name")]) == []  # its creation
+    os.unlink(os.path.join(root, "d", "made"))
+    gone = Change(b"/d/made", "name", went=True)
+    assert cache.remote.apply([gone]) == [gone]
+    with pytest.raises(FileNotFoundError):
+        await cache.lstat(b"/d/made")
+    await cache.rename(b"/d/a", b"/d/a~")  # an editor's backup, then the new file
+    f = await cache.open(b"/d/a", os.O_WRONLY | os.O_CREAT)
+    await f.write(0, b"new")
+    await f.close()
+    assert (await cache.lstat(b"/d/a")).size == 3
+    moved = [Change(b"/d/a", "name", went=True), Change(b"/d/a~", "name"), Change(b"/d/a", "name")]
+    assert cache.remote.apply(moved) == []
+    await cache.unlink(b"/d/a~")
+    assert cache.remote.apply([Change(b"/d/a~", "name", went=True)]) == []
+    before = backend.calls["lstat"]
+    assert (await cache.lstat(b"/d/a")).size == 3
+    assert backend.calls["lstat"] == before

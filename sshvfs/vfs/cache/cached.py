@@ -213,7 +213,7 @@ class CachingVFS(SetAttrs, NameChanges):
 
     def _gone(self, path: bytes, is_dir: bool | None = None) -> None:
         """``path`` no longer exists (unlink, rmdir, rename source)."""
-        self.remote.own(path)
+        self.remote.own(path, gone=True)
         self._opened.discard(path)
         if path in self._dirs:
             self._epoch += 1  # fetches below a directory that is gone: none may land

@@ -10,7 +10,9 @@ directory that went away. Fetches in flight for those keys are not installed
 The mount's own changes come back from the server as events too. Those are recognised by
 path: a change reported for a name the mount itself changed less than ``OWN_WINDOW``
 seconds ago is the mount's own, already accounted for (dropping it would cost the next
-lookup a round trip after every save). So is a directory's change whose fresh listing
+lookup a round trip after every save); a name reported gone only if the mount itself
+removed (or renamed away) that name in that time: one it made and someone removed on the
+server is dropped at once. So is a directory's change whose fresh listing
 holds only such names (and names cached as listed): the mount filling a directory it just
 made, seen by the watcher's catch-up. The bound: a change made on the server to that
 same name within that window is seen only when the caches' timeouts run out.
@@ -36,16 +38,18 @@ class RemoteChanges:
     def __init__(self, cache: CachingVFS, timer: Callable[[], float]) -> None:
         self._cache = cache
         self._timer = timer
+        #: when the mount last changed each name (made, wrote, set), and last removed it
         self._own: dict[bytes, float] = {}
+        self._own_gone: dict[bytes, float] = {}
         #: seconds a report of a name the mount changed counts as the mount's own (a poll
         #: reports a change for up to two intervals: the mount widens it)
         self.own_window = OWN_WINDOW
         self.applied = 0
         self.own_skipped = 0
 
-    def own(self, path: bytes) -> None:
-        """The mount changed ``path`` just now."""
-        own = self._own
+    def own(self, path: bytes, gone: bool = False) -> None:
+        """The mount changed ``path`` just now (``gone``: removed it, or renamed it away)."""
+        own = self._own_gone if gone else self._own
         now = self._timer()
         own.pop(path, None)
         own[path] = now  # insertion order is age order
@@ -54,10 +58,10 @@ class RemoteChanges:
                 if now - own[key] >= self.own_window:
                     del own[key]
 
-    def is_own(self, path: bytes, age: float = 0.0) -> bool:
-        """Did the mount change ``path`` within ``own_window`` before a report that looked
-        ``age`` seconds ago?"""
-        when = self._own.get(path)
+    def is_own(self, path: bytes, age: float = 0.0, went: bool = False) -> bool:
+        """Did the mount change ``path`` (``went``: remove it) within ``own_window`` before
+        a report that looked ``age`` seconds ago?"""
+        when = (self._own_gone if went else self._own).get(path)
         return when is not None and self._timer() - age - when < self.own_window
 
     def apply(
@@ -82,12 +86,12 @@ class RemoteChanges:
             cache._attrs.pop(path, None)
             cache._bump(path)
         for change in changes:
-            path, kind = change
+            path, kind, went = change
             if kind == "all":
                 cache.invalidate(None)
                 self.applied += 1
                 return [change]
-            if kind in ("entry", "name") and self.is_own(path, age):
+            if kind in ("entry", "name") and self.is_own(path, age, went):
                 self.own_skipped += 1
                 continue
             kept.append(change)
@@ -144,7 +148,7 @@ class RemoteChanges:
             before = listing.entries
             now = {e.name: e for e in entries}
             for name in before.keys() - now.keys():
-                out.append(Change(join(change.path, name), "name"))
+                out.append(Change(join(change.path, name), "name", went=True))
             for name, entry in now.items():
                 old = before.get(name)
                 if old is None:
@@ -165,7 +169,7 @@ class RemoteChanges:
                 continue
             entry = now.get(split(key)[1])
             if entry is None:
-                out.append(Change(key, "name"))
+                out.append(Change(key, "name", went=True))
             elif _attrs_differ(known, entry.attrs):
                 out.append(Change(key, "entry"))
         for key in cache._neg.children(parent):
