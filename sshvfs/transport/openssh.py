@@ -245,6 +245,19 @@ class Master:
             self.cleanup()
             raise UserError(f"cannot run {self.program[0]}: {exc.strerror or exc}") from exc
         self._drain = asyncio.ensure_future(self._read_stderr())
+        try:
+            await self._wait_for_socket(where, policy_files)
+        except asyncio.CancelledError:
+            # given up (a reconnect cancelled as the mount ends): the master must not
+            # outlive it (it runs in a session of its own), nor its directory
+            self.close()
+            self.cleanup()
+            raise
+        self._watch = asyncio.ensure_future(self._watch_exit())
+
+    async def _wait_for_socket(self, where: str, policy_files: str) -> None:
+        """Until the master's socket is there (it is connected and authenticated)."""
+        assert self._proc is not None and self._drain is not None
         limit = (self.opts.connect_timeout or 60) + 15
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
@@ -260,7 +273,6 @@ class Master:
                 raise UserError(f"connection to {where} timed out")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
-        self._watch = asyncio.ensure_future(self._watch_exit())
 
     async def _read_stderr(self) -> None:
         assert self._proc is not None and self._proc.stderr is not None
@@ -275,6 +287,7 @@ class Master:
     async def _watch_exit(self) -> None:
         assert self._proc is not None
         status = await self._proc.wait()
+        self.cleanup()  # its socket went with it; nothing else is in the directory
         if self._drain is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._drain), 1)
@@ -374,21 +387,23 @@ class Master:
             _signal(self._proc, signal.SIGTERM)
 
     async def wait_closed(self) -> None:
-        if self._proc is not None:
-            try:
-                await asyncio.wait_for(self._proc.wait(), 3)
-            except TimeoutError:
-                _signal(self._proc)
-                await self._proc.wait()
-        if self._watch is not None:
-            self._watch.cancel()
-        # the sessions end with the master; reap them here, on the loop that made them
-        for proc in list(self._sessions):
-            _signal(proc)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(proc.wait(), 3)
-        self._sessions.clear()
-        self.cleanup()
+        try:
+            if self._proc is not None:
+                try:
+                    await asyncio.wait_for(self._proc.wait(), 3)
+                except TimeoutError:
+                    _signal(self._proc)
+                    await self._proc.wait()
+            if self._watch is not None:
+                self._watch.cancel()
+            # the sessions end with the master; reap them here, on the loop that made them
+            for proc in list(self._sessions):
+                _signal(proc)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(proc.wait(), 3)
+            self._sessions.clear()
+        finally:
+            self.cleanup()  # also when the wait is given up (cancelled, timed out)
 
     def cleanup(self) -> None:
         shutil.rmtree(self._dir, ignore_errors=True)
