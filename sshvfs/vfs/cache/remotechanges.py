@@ -10,12 +10,12 @@ directory that went away. Fetches in flight for those keys are not installed
 The mount's own changes come back from the server as events too. Those are recognised by
 path: a change reported for a name the mount itself changed less than ``OWN_WINDOW``
 seconds ago is the mount's own, already accounted for (dropping it would cost the next
-lookup a round trip after every save); a name reported gone only if the mount itself
-removed (or renamed away) that name in that time: one it made and someone removed on the
-server is dropped at once. So is a directory's change whose fresh listing
+lookup a round trip after every save), and so is a directory's change whose fresh listing
 holds only such names (and names cached as listed): the mount filling a directory it just
-made, seen by the watcher's catch-up. The bound: a change made on the server to that
-same name within that window is seen only when the caches' timeouts run out.
+made, seen by the watcher's catch-up. A name reported gone is the mount's own only if the
+mount itself removed (or renamed away) that name in that time: one it made and someone
+removed on the server is dropped at once. The bound: any other change made on the server
+to that same name within that window is seen only when the caches' timeouts run out.
 """
 
 from __future__ import annotations
