@@ -53,7 +53,12 @@ async def _then_attrs(request: Awaitable[T], stat: Awaitable[SftpAttrs]) -> tupl
     done, st = await asyncio.gather(request, stat, return_exceptions=True)
     if isinstance(done, BaseException):
         raise done
-    return done, None if isinstance(st, BaseException) else _attrs(st)
+    return done, _said(st)
+
+
+def _said(st: SftpAttrs | BaseException) -> Attrs | None:
+    """What a stat asked right behind a request says (None: it failed)."""
+    return None if isinstance(st, BaseException) else _attrs(st)
 
 
 class SftpVFS:
@@ -350,7 +355,7 @@ class SftpVFS:
             # that follows every create is then free
             if create and isinstance(sftp, SftpClient):
                 handle, st = await sftp.open_then_stat(remote, _pflags(flags), attrs, remote)
-                return handle, None if isinstance(st, Exception) else _attrs(st)
+                return handle, _said(st)
             # block_size=0: one READ/WRITE per call; SftpFile does its own pipelining
             opening = sftp.open(
                 remote,
@@ -394,7 +399,7 @@ class SftpVFS:
                 return None
             if isinstance(sftp, SftpClient):
                 st = await sftp.mkdir_then_lstat(remote, attrs)
-                return None if isinstance(st, Exception) else _attrs(st)
+                return _said(st)
             return (await _then_attrs(sftp.mkdir(remote, attrs), sftp.lstat(remote)))[1]
 
         return await self._op(path, action, lambda: self._exists_explains(remote), idempotent=False)
@@ -456,7 +461,7 @@ class SftpVFS:
             sftp = self._sftp
             if isinstance(sftp, SftpClient):
                 st = await sftp.rename_then_lstat(src, dst)
-                return None if isinstance(st, Exception) else _attrs(st)
+                return _said(st)
             return (await _then_attrs(sftp.posix_rename(src, dst), sftp.lstat(dst)))[1]
 
         return await self._op(old, action, explain, idempotent=False)
@@ -503,7 +508,7 @@ class SftpVFS:
             except asyncssh.SFTPOpUnsupported:
                 pass  # nothing was sent: the fallback of _lsetstat
             else:
-                return None if isinstance(st, Exception) else _attrs(st)
+                return _said(st)
         await self._lsetstat(remote, attrs)
         return None
 
